@@ -1,0 +1,59 @@
+"""Shared helpers: a journal of what players did, and when, on Trio's clock."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import trio
+
+import trio_orchestra as orchestra
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
+
+class Journal:
+    """Records ``(trio time, event)`` pairs, in order."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, str]] = []
+
+    def __call__(self, event: str) -> None:
+        self.entries.append((trio.current_time(), event))
+
+    @property
+    def events(self) -> list[str]:
+        return [event for _, event in self.entries]
+
+    def time_of(self, event: str) -> float:
+        for when, what in self.entries:
+            if what == event:
+                return when
+        msg = f"no {event!r} in {self.entries}"
+        raise AssertionError(msg)
+
+
+@pytest.fixture
+def journal() -> Journal:
+    """A fresh :class:`Journal` for each test."""
+    return Journal()
+
+
+async def run_then_stop(
+    conductor: orchestra.Conductor, *, after: float = 0.0, reason: str | None = None
+) -> None:
+    """Run *conductor* until it is started, stop it *after* seconds, and wait for it.
+
+    A ``ConductorError`` comes out as it is, not inside the helper nursery's group.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            await trio.sleep(after)
+            conductor.stop(reason)
+    except ExceptionGroup as group:
+        [inner] = group.exceptions
+        if isinstance(inner, orchestra.ConductorError):
+            raise inner from None
+        raise

@@ -1,0 +1,47 @@
+"""Supervised players for Trio: ordered start, two-phase graceful stop, and failures by path.
+
+The public face of the package: everything is implemented in private modules and re-exported
+here, with ``__module__`` rewritten so that tracebacks and docs show ``trio_orchestra.X``.
+"""
+
+from __future__ import annotations
+
+from ._conductor import Conductor as Conductor
+from ._conductor import open_conductor as open_conductor
+from ._errors import ConductorError as ConductorError
+from ._errors import StartTimeout as StartTimeout
+from ._errors import StopTimeout as StopTimeout
+from ._errors import TooManyRestarts as TooManyRestarts
+from ._lifecycle import PlayerState as PlayerState
+from ._runner import play_until_signal as play_until_signal
+from ._runner import run as run
+from ._spec import PlayerSpec as PlayerSpec
+from ._stop import StopToken as StopToken
+from ._stop import current_stop as current_stop
+
+__all__ = [
+    "Conductor",
+    "ConductorError",
+    "PlayerSpec",
+    "PlayerState",
+    "StartTimeout",
+    "StopTimeout",
+    "StopToken",
+    "TooManyRestarts",
+    "current_stop",
+    "open_conductor",
+    "play_until_signal",
+    "run",
+]
+
+
+def _fixup_module_metadata() -> None:
+    """Make public names say they live in ``trio_orchestra`` (as trio does)."""
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("trio_orchestra."):
+            obj.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,111 @@
+"""The command line: ``python -m trio_orchestra run package.module:attr`` and ``demo``.
+
+Why this module: a supervised service should not need a ``main()`` of its own. Point the
+runner at a conductor (or at a plain async callable, wrapped in a conductor named after it)
+and it gets signal handling, exit statuses and logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ._conductor import Conductor
+from ._runner import as_conductor, run
+from ._spec import PlayerSpec
+
+__all__ = ["main"]
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number of seconds"
+        raise argparse.ArgumentTypeError(msg) from None
+    if math.isnan(value) or value < 0:
+        msg = f"{text!r} must be zero or more seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_orchestra",
+        description="Run supervised Trio players with a graceful stop on SIGINT/SIGTERM.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser(
+        "run", help="run a Conductor or an async callable until a signal stops it"
+    )
+    run_cmd.add_argument(
+        "target", help="what to run, as package.module:attribute (a Conductor or async callable)"
+    )
+    run_cmd.add_argument(
+        "--grace", type=_seconds, help="the root conductor's default grace, in seconds"
+    )
+    run_cmd.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=_LEVELS, help="default INFO"
+    )
+    run_cmd.add_argument(
+        "--force-exit-after",
+        type=_seconds,
+        help="exit with status 70 this many seconds after the stop began",
+    )
+    demo = commands.add_parser("demo", help="run a small supervised tree you can watch")
+    demo.add_argument("--log-level", default="INFO", type=str.upper, choices=_LEVELS)
+    return parser
+
+
+def _load(parser: argparse.ArgumentParser, target: str) -> Conductor:
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        parser.error(f"target {target!r} must look like package.module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        parser.error(f"cannot import module {module_name!r}: {exc}")
+    obj: object = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            parser.error(f"module {module_name!r} has no attribute {attribute!r}")
+    if not isinstance(obj, (Conductor, PlayerSpec)) and not callable(obj):
+        parser.error(f"{target!r} is a {type(obj).__name__}, not a Conductor or async callable")
+    try:
+        return as_conductor(obj)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        parser.error(f"{target!r} cannot be run: {exc}")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Parse *argv* (default ``sys.argv[1:]``) and run; always exits."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    if args.command == "demo":
+        from ._demo import demo_conductor  # noqa: PLC0415 - only the demo needs it
+
+        run(demo_conductor())
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+    conductor = _load(parser, args.target)
+    if args.grace is not None:
+        conductor = as_conductor(conductor, grace=args.grace)
+    run(conductor, force_exit_after=args.force_exit_after)

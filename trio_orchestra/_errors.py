@@ -1,0 +1,190 @@
+"""The exceptions trio_orchestra raises, in one place.
+
+Why this module: a supervisor is judged by how it reports failure. Every failure of a tree comes
+back as one :class:`ConductorError`, an :class:`ExceptionGroup` of the *original* exceptions, so
+``except* ValueError`` still works through any depth of nesting, and ``failures`` maps each
+player's full path to what it raised.
+
+The tree::
+
+    Exception
+    ├── ExceptionGroup
+    │   └── ConductorError      one conductor's failures (nested conductors nest their groups)
+    ├── StartTimeout            a player did not call ``task_status.started()`` in time
+    ├── StopTimeout             a player outlived its hard cancel by its grace (a straggler)
+    └── TooManyRestarts         a player exceeded its conductor's restart intensity
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, final
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["ConductorError", "StartTimeout", "StopTimeout", "TooManyRestarts", "path_note"]
+
+_NOTE_PREFIX = "raised in player "
+
+
+def path_note(path: str) -> str:
+    """Return the PEP 678 note that marks an exception as raised by the player at *path*."""
+    return f"{_NOTE_PREFIX}{path!r}"
+
+
+def _path_from_notes(exc: BaseException) -> str | None:
+    """Find the player path in our own note on *exc* (kept by ``split`` and ``subgroup``)."""
+    for note in reversed(getattr(exc, "__notes__", ())):
+        if isinstance(note, str) and note.startswith(_NOTE_PREFIX):
+            return note[len(_NOTE_PREFIX) + 1 : -1]
+    return None
+
+
+class ConductorError(ExceptionGroup[Exception]):
+    """The failures of one conductor run, as a group of the original exceptions.
+
+    Each leaf carries a PEP 678 note naming the player's path, and :attr:`failures` maps every
+    full path, across nested conductors, to its leaf. A nested conductor's own
+    ``ConductorError`` sits in its parent's group, so the group's shape follows the tree.
+
+    Example::
+
+        try:
+            await conductor()
+        except* ConnectionError as group:
+            for leaf in group.exceptions: ...
+        # or, by path:
+        except orchestra.ConductorError as error:
+            print(error.failures["app/db/pool"])
+
+    ``split``, ``subgroup`` and ``derive`` return ``ConductorError``\\ s whose ``failures`` hold
+    just the leaves they kept.
+    """
+
+    _paths: dict[int, str]
+    _failures: Mapping[str, BaseException] | None
+
+    def __new__(
+        cls,
+        message: str,
+        exceptions: Sequence[Exception],
+        *,
+        paths: Mapping[int, str] | None = None,
+    ) -> Self:
+        """Build the group; *paths* maps ``id(leaf)`` to the leaf's player path."""
+        self = super().__new__(cls, message, exceptions)
+        self._paths = dict(paths) if paths is not None else {}
+        self._failures = None
+        return self
+
+    def __init__(
+        self,
+        message: str,
+        exceptions: Sequence[Exception],
+        *,
+        paths: Mapping[int, str] | None = None,
+    ) -> None:
+        del paths  # consumed by __new__
+        super().__init__(message, exceptions)
+
+    @property
+    def failures(self) -> Mapping[str, BaseException]:
+        """A read-only mapping from each failed player's full path to what it raised.
+
+        Flattened across nested conductors: ``error.failures["app/db/pool"]``.
+        """
+        if self._failures is None:
+            found: dict[str, BaseException] = {}
+            for exc in self.exceptions:
+                if isinstance(exc, ConductorError):
+                    found.update(exc.failures)
+                    continue
+                path = self._paths.get(id(exc))
+                if path is None:
+                    path = _path_from_notes(exc)
+                if path is not None:
+                    found[path] = exc
+            self._failures = types.MappingProxyType(found)
+        return self._failures
+
+    def derive(self, excs: Sequence[Exception]) -> ConductorError:  # type: ignore[override]
+        """Return a ``ConductorError`` with the same message around *excs* (used by ``split``)."""
+        return ConductorError(self.message, excs, paths=self._paths)
+
+
+@final
+class StartTimeout(Exception):  # noqa: N818 - the name the contract fixes
+    """A ``task_status`` player did not call ``started()`` within its ``start_timeout``.
+
+    Example::
+
+        PlayerSpec(connect_db, start_timeout=10)  # StartTimeout("app/db", 10) if it hangs
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__(path, timeout)
+        self.path = path
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"player {self.path!r} did not report started within {self.timeout:g} s"
+
+
+@final
+class StopTimeout(Exception):  # noqa: N818 - the name the contract fixes
+    """A player was still running *grace* seconds after its hard cancel (a straggler).
+
+    Trio cannot abandon a task, so the conductor waits for it and reports this once it exits.
+
+    Example::
+
+        except orchestra.ConductorError as error:
+            isinstance(error.failures["app/jobs"], orchestra.StopTimeout)
+    """
+
+    def __init__(self, path: str, grace: float) -> None:
+        super().__init__(path, grace)
+        self.path = path
+        self.grace = grace
+
+    def __str__(self) -> str:
+        return (
+            f"player {self.path!r} was still running {self.grace:g} s after it was cancelled"
+        )
+
+
+@final
+class TooManyRestarts(Exception):  # noqa: N818 - the name the contract fixes
+    """A player needed more than ``max_restarts`` restarts within ``period`` seconds.
+
+    Used as the leaf when the player's last exit was a normal return; a player that raised
+    keeps its own exception, with a note saying the limit was exceeded.
+
+    Example::
+
+        except orchestra.ConductorError as error:
+            error.failures["app/poller"]  # TooManyRestarts('app/poller', 3, 5.0)
+    """
+
+    def __init__(self, path: str, max_restarts: int, period: float) -> None:
+        super().__init__(path, max_restarts, period)
+        self.path = path
+        self.max_restarts = max_restarts
+        self.period = period
+
+    def __str__(self) -> str:
+        return (
+            f"player {self.path!r} needed more than {self.max_restarts} restarts"
+            f" within {self.period:g} s"
+        )
+
+
+def is_group(exc: BaseException) -> bool:
+    """Tell whether *exc* is an exception group (the backport's on 3.10)."""
+    return isinstance(exc, BaseExceptionGroup)

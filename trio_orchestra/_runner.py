@@ -1,0 +1,228 @@
+"""Running a program: signals become a graceful stop, a second one forces, a third one exits.
+
+Why this module: every service needs the same ``main()``: install signal handlers before the
+first player starts, turn the first SIGINT/SIGTERM into a graceful stop, let a second one skip
+the grace periods, and, as a last resort when something is stuck, exit anyway while saying
+where. Go's orchestra swallows the second Ctrl-C; we do not.
+
+The handlers are plain :func:`signal.signal` handlers, not :func:`trio.open_signal_receiver`:
+the first two signals are passed into Trio with ``run_sync_soon`` (as Trio itself does), while
+the third acts in the handler itself, so it works even when the event loop is blocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+import trio
+
+from ._conductor import Conductor
+from ._errors import ConductorError
+from ._spec import PlayerSpec, as_spec, describe
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from ._spec import AsyncFn
+
+__all__ = ["as_conductor", "play_until_signal", "run"]
+
+#: The exit status after a forced exit that left players running (EX_SOFTWARE).
+EXIT_STUCK = 70
+
+_DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def as_conductor(
+    player: Conductor | PlayerSpec | AsyncFn, *, grace: float | None = None
+) -> Conductor:
+    """Return *player* if it is a conductor, else a one-player conductor named after it."""
+    if isinstance(player, Conductor):
+        if grace is None or grace == player.grace:
+            return player
+        return Conductor(
+            player.players, name=player.name, grace=grace, stop_order=player.stop_order
+        )
+    spec = as_spec(player, "the player to run")
+    name = getattr(spec.fn, "__name__", None) or describe(spec.fn)
+    name = name.replace("/", "_").strip("<>") or "player"
+    options = {} if grace is None else {"grace": grace}
+    return Conductor({name: spec}, name=name, **options)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # pragma: no cover - every signal we install has a name
+        return f"signal {signum}"
+
+
+class _SignalCatcher:
+    """Counts signals: the first stops gracefully, the second forces, the third calls out."""
+
+    def __init__(
+        self,
+        conductor: Conductor,
+        signals: Sequence[int],
+        on_last: Callable[[str], object] | None,
+    ) -> None:
+        self._conductor = conductor
+        self._signals = signals
+        self._on_last = on_last
+        self._token = trio.lowlevel.current_trio_token()
+        self._count = 0
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous: dict[int, object] = {}
+        try:
+            for signum in self._signals:
+                previous[signum] = signal.signal(signum, self._handle)
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        self._count += 1
+        name = _signal_name(signum)
+        if self._count >= 3 and self._on_last is not None:  # noqa: PLR2004 - the third signal
+            self._on_last(f"a third signal ({name})")
+            return
+        # Ignore the error if the run has just finished; the handlers go right after.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._deliver, name, self._count)
+
+    def _deliver(self, name: str, count: int) -> None:
+        if count == 1:
+            self._conductor.stop(f"received {name}")
+        else:
+            self._conductor.stop(f"received {name} again: forced stop", force=True)
+
+
+async def _play(
+    conductor: Conductor,
+    signals: Sequence[int],
+    *,
+    on_last: Callable[[str], object] | None = None,
+    force_exit_after: float | None = None,
+) -> None:
+    catcher = _SignalCatcher(conductor, signals, on_last)
+    with catcher.installed():
+        if force_exit_after is None or on_last is None:
+            await conductor()
+            return
+        stopping = trio.Event()
+        conductor._stop_hooks.append(lambda _reason: stopping.set())
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def force_exit_later() -> None:
+                    await stopping.wait()
+                    await trio.sleep(force_exit_after)
+                    on_last(f"force_exit_after ({force_exit_after:g} s)")
+
+                nursery.start_soon(force_exit_later)
+                outcome: list[BaseException] = []
+                try:
+                    await conductor()
+                except BaseException as exc:  # noqa: BLE001 - re-raised outside the nursery
+                    outcome.append(exc)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup:  # pragma: no cover - only the outer cancellation
+            if not outcome:
+                raise
+        if outcome:
+            raise outcome[0]
+
+
+async def play_until_signal(
+    player: Conductor | PlayerSpec | AsyncFn, *signals: int
+) -> None:
+    """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
+
+    The handlers are installed before the first player starts and restored once the player
+    has returned. The first signal requests a graceful stop whose reason names the signal; a
+    second one skips the grace periods and hard-cancels everything. A plain callable (or a
+    :class:`PlayerSpec`) is wrapped in a one-player conductor named after it. A stop caused by
+    a signal, in which everything stopped in time, returns normally.
+
+    Raises:
+        ConductorError: a player failed.
+
+    Example::
+
+        async def main():
+            await orchestra.play_until_signal(conductor)
+
+        trio.run(main)
+    """
+    await _play(as_conductor(player), signals or _DEFAULT_SIGNALS)
+
+
+def _report_stuck(conductor: Conductor, why: str, stream: TextIO) -> None:
+    running = conductor._running_players()
+    print(f"trio_orchestra: exiting after {why}; players still running:", file=stream)
+    for path, stuck in running:
+        print(f"  {path}", file=stream)
+        for line in stuck:
+            print(f"  {line}", file=stream)
+    if not running:
+        print("  (none)", file=stream)
+    stream.flush()
+
+
+def _report_failure(error: ConductorError, stream: TextIO) -> None:
+    print(f"trio_orchestra: {error.message}", file=stream)
+    for path, exc in error.failures.items():
+        print(f"  {path}: {type(exc).__name__}: {exc}", file=stream)
+    traceback.print_exception(error, file=stream)
+    stream.flush()
+
+
+def run(
+    player: Conductor | PlayerSpec | AsyncFn,
+    *,
+    signals: Sequence[int] = _DEFAULT_SIGNALS,
+    force_exit_after: float | None = None,
+) -> NoReturn:
+    """Run *player* as the program's ``main()``, and exit with its status.
+
+    ``trio.run`` plus :func:`play_until_signal`, then :func:`sys.exit` with:
+
+    * ``0`` when it stopped cleanly, also after a forced stop that left no failure;
+    * ``1`` when a player failed (the failures are printed, by path, on stderr);
+    * ``70`` at once, on a third signal or when *force_exit_after* seconds have passed since
+      the stop began: every player still running is printed with where it is stuck.
+
+    Example::
+
+        if __name__ == "__main__":
+            orchestra.run(conductor, force_exit_after=60)
+    """
+    conductor = as_conductor(player)
+
+    def exit_now(why: str) -> None:
+        _report_stuck(conductor, why, sys.stderr)
+        os._exit(EXIT_STUCK)
+
+    async def main() -> int:
+        try:
+            await _play(
+                conductor, signals, on_last=exit_now, force_exit_after=force_exit_after
+            )
+        except ConductorError as error:
+            _report_failure(error, sys.stderr)
+            return 1
+        return 0
+
+    sys.exit(trio.run(main))

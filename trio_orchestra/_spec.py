@@ -1,0 +1,164 @@
+"""What a player is: the callable, its bound arguments and its options, validated up front.
+
+Why this module: a supervisor must refuse a broken spec before anything runs (OTP's
+``check_childspecs``), with one sentence that names the player and the rule. Everything that can
+be checked without running code is checked here, once, at construction; the callable's
+signature is inspected once per callable, not once per start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import math
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, final
+
+import attrs
+
+__all__ = ["PlayerSpec", "check_time", "describe", "wants_task_status"]
+
+AsyncFn = Callable[..., Awaitable[object]]
+
+_task_status_cache: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
+
+
+def describe(fn: object) -> str:
+    """Name a callable for an error message."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return str(name)
+
+
+def _is_async_callable(fn: object) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - we need the async __call__ itself
+    return call is not None and not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
+
+
+def _inspect_task_status(fn: object) -> bool:
+    try:
+        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    param = params.get("task_status")
+    return param is not None and param.kind in {
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    }
+
+
+def wants_task_status(fn: object) -> bool:
+    """Tell whether *fn* takes a ``task_status`` keyword (cached per callable)."""
+    try:
+        return _task_status_cache[fn]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable, or unhashable: inspect every time
+        return _inspect_task_status(fn)
+    found = _inspect_task_status(fn)
+    _task_status_cache[fn] = found
+    return found
+
+
+def check_time(value: object, what: str, where: str, *, allow_none: bool = False) -> None:
+    """Raise if *value* is not a usable number of seconds (``TypeError``/``ValueError``)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{where}: {what} must be a number of seconds, not {type(value).__name__}"
+        raise TypeError(msg)
+    if math.isnan(value) or value < 0:
+        msg = f"{where}: {what} must be zero or more seconds, not {value!r}"
+        raise ValueError(msg)
+
+
+def _check_callable(fn: object, where: str) -> None:
+    if not callable(fn):
+        msg = f"{where}: a player must be an async callable, not {type(fn).__name__}"
+        raise TypeError(msg)
+    if not _is_async_callable(fn):
+        msg = (
+            f"{where}: a player must be an async callable (async def), and {describe(fn)}"
+            " is not; bind arguments with PlayerSpec(fn, *args), not a lambda"
+        )
+        raise TypeError(msg)
+
+
+@final
+@attrs.frozen(init=False)
+class PlayerSpec:
+    """An immutable description of one player: an async callable, its arguments, its options.
+
+    Args:
+        fn: the async callable; called as ``fn(*args)``, plus ``task_status=`` if it takes one.
+        *args: positional arguments bound to *fn*.
+        grace: seconds of soft phase when it is stopped (``None``: its conductor's ``grace``;
+            for a nested conductor, its own stop budget).
+        significant: when it returns normally, its conductor stops the others and returns
+            (a batch "main" player).
+        start_timeout: seconds it may take to call ``task_status.started()``, after which it
+            fails to start with :class:`StartTimeout`. Only for players that take
+            ``task_status``: a plain player cannot fail to start.
+
+    Example::
+
+        orchestra.PlayerSpec(worker, queue, grace=30)
+        orchestra.PlayerSpec(migrate, significant=True)
+    """
+
+    fn: AsyncFn
+    args: tuple[Any, ...]
+    grace: float | None
+    significant: bool
+    start_timeout: float | None
+    takes_task_status: bool = attrs.field(repr=False)
+
+    def __init__(
+        self,
+        fn: AsyncFn,
+        *args: Any,  # noqa: ANN401 - bound to fn, typed by the caller's fn
+        grace: float | None = None,
+        significant: bool = False,
+        start_timeout: float | None = None,
+    ) -> None:
+        where = f"PlayerSpec({describe(fn)})"
+        _check_callable(fn, where)
+        check_time(grace, "grace", where, allow_none=True)
+        check_time(start_timeout, "start_timeout", where, allow_none=True)
+        if not isinstance(significant, bool):
+            msg = f"{where}: significant must be a bool, not {type(significant).__name__}"
+            raise TypeError(msg)
+        takes = wants_task_status(fn)
+        if start_timeout is not None and not takes:
+            msg = (
+                f"{where}: start_timeout needs a player that takes task_status,"
+                " since a plain player cannot fail to start"
+            )
+            raise ValueError(msg)
+        self.__attrs_init__(  # type: ignore[attr-defined]
+            fn, args, grace, significant, start_timeout, takes
+        )
+
+
+_default_specs: weakref.WeakKeyDictionary[object, PlayerSpec] = weakref.WeakKeyDictionary()
+
+
+def as_spec(value: object, where: str) -> PlayerSpec:
+    """Turn a player or a :class:`PlayerSpec` into a spec; messages start with *where*."""
+    if isinstance(value, PlayerSpec):
+        return value
+    try:
+        return _default_specs[value]
+    except (KeyError, TypeError):
+        pass
+    _check_callable(value, where)
+    spec = PlayerSpec(value)  # type: ignore[arg-type]
+    with contextlib.suppress(TypeError):  # not weak-referenceable: no cache
+        _default_specs[value] = spec
+    return spec

@@ -1,0 +1,163 @@
+"""The stop token: how a player hears that it is being stopped, and how long it has.
+
+Why this module: Trio already makes cancellation graceful (``finally`` blocks run), so a player
+that never asks is simply cancelled. A player that wants a *soft* phase, to finish in-flight work
+or close a listener first, asks for its token with :func:`current_stop`; asking is what
+subscribes it. The token is created only then, so players that never ask cost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Protocol, final
+
+import trio
+
+__all__ = ["StopToken", "current_stop"]
+
+
+class _TokenOwner(Protocol):
+    """What :func:`current_stop` finds in the context: a player's slot in its conductor."""
+
+    def stop_token(self) -> StopToken: ...
+
+
+_current_owner: ContextVar[_TokenOwner] = ContextVar("trio_orchestra.current_player")
+
+
+@final
+class StopToken:
+    """A player's view of its own stop, returned by :func:`current_stop`.
+
+    Attributes:
+        requested: whether a stop has been requested.
+        reason: the stop's reason (``None`` before a stop, or when none was given).
+        deadline: the :func:`trio.current_time` at which the player will be hard-cancelled;
+            ``inf`` before a stop.
+
+    Example::
+
+        async def worker(queue):
+            stop = orchestra.current_stop()
+            while not stop.requested:
+                job = await queue.receive()
+                await handle(job)          # a job in progress is finished, not torn
+    """
+
+    __slots__ = ("_event", "_listeners", "_scopes", "deadline", "reason", "requested")
+
+    def __init__(self) -> None:
+        self.requested: bool = False
+        self.reason: str | None = None
+        self.deadline: float = math.inf
+        self._event: trio.Event | None = None
+        self._scopes: set[trio.CancelScope] | None = None
+        self._listeners: list[Callable[[str | None], object]] | None = None
+
+    def __repr__(self) -> str:
+        if not self.requested:
+            return "<StopToken not requested>"
+        return f"<StopToken requested reason={self.reason!r} deadline={self.deadline!r}>"
+
+    async def wait(self) -> None:
+        """Wait until a stop is requested (return at once, after a checkpoint, if it was).
+
+        Example::
+
+            async def heartbeat():
+                stop = orchestra.current_stop()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(beat_forever)
+                    await stop.wait()
+                    nursery.cancel_scope.cancel()
+        """
+        if self.requested:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+    @contextlib.contextmanager
+    def soft_scope(self) -> Iterator[trio.CancelScope]:
+        """Run a block that is cancelled as soon as a stop is requested.
+
+        Wrap the part that should end at the soft phase, typically an accept loop, and keep
+        the rest (draining, closing) outside it::
+
+            with stop.soft_scope():
+                await accept_forever(listener)
+            await drain_connections()      # runs until the deadline
+        """
+        scope = trio.CancelScope()
+        if self.requested:
+            scope.cancel(self._cancel_reason())
+        else:
+            if self._scopes is None:
+                self._scopes = set()
+            self._scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            if self._scopes is not None:
+                self._scopes.discard(scope)
+
+    def _cancel_reason(self) -> str:
+        return f"soft stop requested: {self.reason}" if self.reason else "soft stop requested"
+
+    def _add_listener(self, listener: Callable[[str | None], object]) -> None:
+        """Call *listener(reason)* when the stop is requested (at once if it already was)."""
+        if self.requested:
+            listener(self.reason)
+            return
+        if self._listeners is None:
+            self._listeners = []
+        self._listeners.append(listener)
+
+    def _request(self, reason: str | None, deadline: float) -> None:
+        """Mark the stop as requested; the first request's reason wins, deadlines only shrink."""
+        if self.requested:
+            self.deadline = min(self.deadline, deadline)
+            return
+        self.requested = True
+        self.reason = reason
+        self.deadline = deadline
+        if self._event is not None:
+            self._event.set()
+        if self._scopes:
+            why = self._cancel_reason()
+            for scope in self._scopes:
+                scope.cancel(why)
+        if self._listeners:
+            listeners, self._listeners = self._listeners, None
+            for listener in listeners:
+                listener(reason)
+
+
+def current_stop() -> StopToken:
+    """Return the :class:`StopToken` of the player this code runs in, subscribing it.
+
+    A player that calls this gets the *soft phase* of a stop: its token is set and it has until
+    ``token.deadline`` (its grace) to return on its own before it is cancelled. A player that
+    never calls it is cancelled at once when stopped. Call it at the top of the player, before
+    its first checkpoint, so that no stop can come first.
+
+    Raises:
+        RuntimeError: if called outside a player.
+
+    Example::
+
+        async def server():
+            stop = orchestra.current_stop()
+            with stop.soft_scope():
+                await serve_forever()
+    """
+    owner = _current_owner.get(None)
+    if owner is None:
+        msg = "current_stop() was called outside a player; only code a Conductor runs has one"
+        raise RuntimeError(msg)
+    return owner.stop_token()
