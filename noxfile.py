@@ -26,6 +26,8 @@ DOCS_PYTHON = "3.12"
 def _install(session: nox.Session, *groups: str) -> None:
     """Install the package (not editable, as users get it) and the dependency groups."""
     session.install(".", *nox.project.dependency_groups(PYPROJECT, *groups))
+    # A reused venv already has this version: reinstall so that it runs the current code.
+    session.install("--no-deps", "--force-reinstall", ".")
 
 
 @nox.session(python=PYTHONS)

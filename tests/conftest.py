@@ -17,16 +17,20 @@ class Journal:
     """Records ``(trio time, event)`` pairs, in order."""
 
     def __init__(self) -> None:
+        """Start empty."""
         self.entries: list[tuple[float, str]] = []
 
     def __call__(self, event: str) -> None:
+        """Record *event* at the current Trio time."""
         self.entries.append((trio.current_time(), event))
 
     @property
     def events(self) -> list[str]:
+        """The events, without their times."""
         return [event for _, event in self.entries]
 
     def time_of(self, event: str) -> float:
+        """The time of the first *event*."""
         for when, what in self.entries:
             if what == event:
                 return when

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import sys
 from functools import partial
 
 import pytest
@@ -12,6 +13,9 @@ import trio
 import trio.testing
 
 import trio_orchestra as orchestra
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
 
 from .conftest import Journal, run_then_stop
 
@@ -23,6 +27,7 @@ async def ready_after(
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Become ready after *delay* seconds, then run until cancelled."""
     journal(f"{name} begins")
     try:
         await trio.sleep(delay)
@@ -34,6 +39,7 @@ async def ready_after(
 
 
 async def plain(journal: Journal, name: str) -> None:
+    """Run until cancelled, without subscribing to the soft phase."""
     journal(f"{name} begins")
     try:
         await trio.sleep_forever()
@@ -130,7 +136,7 @@ async def test_a_task_status_player_that_raises_before_started_rolls_back(
     assert journal.events == [
         "a begins",
         "b begins",
-        "b asked to stop: player 'app/broken' failed",
+        "b asked to stop: player 'app/broken' failed to start",
         "b finished",
         "a cancelled",
     ]
@@ -422,9 +428,11 @@ async def test_a_straggler_is_reported_with_where_it_is_stuck(
                 await trio.sleep(30)  # stuck in cleanup
 
     conductor = orchestra.Conductor({"stuck": stuck}, name="app", grace=4)
-    with caplog.at_level(logging.WARNING, logger="trio_orchestra"):
-        with pytest.raises(orchestra.ConductorError) as info:
-            await run_then_stop(conductor, reason="bye")
+    with (
+        caplog.at_level(logging.WARNING, logger="trio_orchestra"),
+        pytest.raises(orchestra.ConductorError) as info,
+    ):
+        await run_then_stop(conductor, reason="bye")
     assert trio.current_time() == 30
     error = info.value.failures["app/stuck"]
     assert isinstance(error, orchestra.StopTimeout)
@@ -459,7 +467,7 @@ async def test_a_failure_wins_over_an_outer_cancellation(
         try:
             await trio.sleep_forever()
         finally:
-            raise KeyError("cleanup")  # noqa: B012 - the point of the test
+            raise KeyError("cleanup")
 
     conductor = orchestra.Conductor({"bad": bad_cleanup}, name="app")
     with pytest.raises(orchestra.ConductorError) as info, trio.move_on_after(1):
@@ -499,7 +507,7 @@ async def test_a_failure_stops_the_others_and_is_reported_by_path(
     assert str(error) == "conductor 'app' failed: app/fails (1 sub-exception)"
     [leaf] = error.exceptions
     assert isinstance(leaf, ValueError)
-    assert leaf.__notes__ == ["raised in player 'app/fails'"]
+    assert getattr(leaf, "__notes__", None) == ["raised in player 'app/fails'"]
 
 
 async def test_errors_raised_while_stopping_are_all_reported(
@@ -534,21 +542,24 @@ async def test_errors_raised_while_stopping_are_all_reported(
 async def test_except_star_reaches_the_original_exception_through_nesting(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """ConductorError holds the original exceptions, nested like the tree."""
+    """ConductorError holds the original exceptions, nested like the tree (``except*`` splits)."""
 
     async def pool() -> None:
         raise ConnectionError("db down")
 
     db = orchestra.Conductor({"pool": pool})
     app = orchestra.Conductor({"db": db, "web": trio.sleep_forever}, name="app")
-    caught: list[BaseException] = []
-    try:
+    with pytest.RaisesGroup(
+        pytest.RaisesGroup(ConnectionError, match=r"^conductor 'app/db' failed: app/db/pool$"),
+        match=r"^conductor 'app' failed: app/db$",
+    ) as info:
         await app()
-    except* ConnectionError as group:
-        caught.extend(group.exceptions)
-        assert isinstance(group, orchestra.ConductorError)
-        assert set(group.failures) == {"app/db/pool"}
-    [inner] = caught
+    # except* ConnectionError does exactly this split:
+    matched, rest = info.value.split(ConnectionError)
+    assert rest is None
+    assert isinstance(matched, orchestra.ConductorError)
+    assert set(matched.failures) == {"app/db/pool"}
+    [inner] = matched.exceptions
     assert isinstance(inner, orchestra.ConductorError)
     assert isinstance(inner.failures["app/db/pool"], ConnectionError)
 
@@ -565,7 +576,7 @@ async def test_a_players_own_exception_group_is_one_failure(
         await orchestra.Conductor({"g": grouped}, name="app")()
     group = info.value.failures["app/g"]
     assert isinstance(group, ExceptionGroup)
-    assert len(group.exceptions) == 2
+    assert group.message == "two"
 
 
 async def test_keyboard_interrupt_propagates_bare_after_hard_stopping_siblings(
@@ -703,10 +714,14 @@ async def test_a_nested_conductor_is_never_a_straggler_its_players_are(
             await trio.sleep(20)
 
     inner = orchestra.Conductor({"stuck": stuck}, grace=5)
-    outer = orchestra.Conductor({"inner": orchestra.PlayerSpec(inner, grace=1)}, name="app", grace=3)
-    with caplog.at_level(logging.WARNING, logger="trio_orchestra"):
-        with pytest.raises(orchestra.ConductorError) as info:
-            await run_then_stop(outer)
+    outer = orchestra.Conductor(
+        {"inner": orchestra.PlayerSpec(inner, grace=1)}, name="app", grace=3
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="trio_orchestra"),
+        pytest.raises(orchestra.ConductorError) as info,
+    ):
+        await run_then_stop(outer)
     assert trio.current_time() == 20
     assert list(info.value.failures) == ["app/inner/stuck"]
     stragglers = [r.path for r in caplog.records if r.levelno == logging.WARNING]  # type: ignore[attr-defined]

@@ -13,14 +13,15 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from ._conductor import Conductor
 from ._runner import as_conductor, run
-from ._spec import PlayerSpec
+from ._spec import AsyncFn, PlayerSpec
 
 __all__ = ["main"]
 
+_MISSING = object()
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -74,14 +75,13 @@ def _load(parser: argparse.ArgumentParser, target: str) -> Conductor:
         parser.error(f"cannot import module {module_name!r}: {exc}")
     obj: object = module
     for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
+        obj = getattr(obj, part, _MISSING)
+        if obj is _MISSING:
             parser.error(f"module {module_name!r} has no attribute {attribute!r}")
     if not isinstance(obj, (Conductor, PlayerSpec)) and not callable(obj):
         parser.error(f"{target!r} is a {type(obj).__name__}, not a Conductor or async callable")
     try:
-        return as_conductor(obj)  # type: ignore[arg-type]
+        return as_conductor(cast("AsyncFn", obj))  # checked by as_conductor
     except (TypeError, ValueError) as exc:
         parser.error(f"{target!r} cannot be run: {exc}")
 

@@ -28,23 +28,21 @@ import logging
 import math
 import sys
 import types
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, final
+from functools import partial
+from typing import Literal, cast, final
 
 import trio
 
 from ._diagnostics import where_stuck
 from ._errors import ConductorError, StartTimeout, StopTimeout, path_note
 from ._lifecycle import PlayerState, move
-from ._spec import PlayerSpec, as_spec, check_time
+from ._spec import PlayerSpec, as_spec, check_time, check_type
 from ._stop import StopToken, _current_owner
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
-    from exceptiongroup import BaseExceptionGroup
-
-if TYPE_CHECKING:
-    from ._spec import AsyncFn
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 __all__ = ["Conductor", "open_conductor"]
 
@@ -54,17 +52,21 @@ _INFO = logging.INFO
 _S = PlayerState
 _INF = math.inf
 
-StopOrder = Literal["sequential", "parallel"]
-
 
 class _Phase:
     """The phases of one conductor run (plain ints: compared on hot paths)."""
 
-    IDLE = 0
-    STARTING = 1
-    RUNNING = 2
-    STOPPING = 3
-    DONE = 4
+    IDLE: int = 0
+    STARTING: int = 1
+    RUNNING: int = 2
+    STOPPING: int = 3
+    DONE: int = 4
+
+
+def _not_running(*_args: object, **_kwargs: object) -> None:
+    """What spawning a player means outside a run: a bug."""
+    msg = "a player was spawned outside a conductor run; this is a bug in trio_orchestra"
+    raise RuntimeError(msg)
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -85,6 +87,7 @@ class _Slot:
     """
 
     __slots__ = (
+        "alive",
         "begun",
         "child",
         "conductor",
@@ -105,7 +108,6 @@ class _Slot:
         "timer",
         "token",
         "value",
-        "alive",
     )
 
     def __init__(self, conductor: Conductor, name: str, spec: PlayerSpec, index: int) -> None:
@@ -115,7 +117,7 @@ class _Slot:
         self.index = index
         self.path = f"{conductor._path}/{name}"
         self.state = _S.STARTING
-        self.scope: trio.CancelScope | None = None
+        self.scope = trio.CancelScope()
         self.token: StopToken | None = None
         self.child: Conductor | None = None
         self.alive = False
@@ -181,42 +183,55 @@ class Conductor:
             conductor.stop("deploy")
     """
 
+    # The state of the current (or last) run, reset by _reset().
+    _slots: list[_Slot]
+    _pool: bool
+    _phase: int
+    _stop_reason: str | None
+    _force: bool
+    _next_start: int
+    _stop_cursor: int
+    _live: int
+    _ready: bool
+    _failures: list[tuple[str, Exception]]
+    _fatal: BaseException | None
+    _cancelled: BaseException | None
+    _timed: set[_Slot]
+    _deferred: list[_Slot]
+    _wake_at: float
+    _park_scope: trio.CancelScope | None
+    _parked: bool
+    _shield: bool
+    _task: trio.lowlevel.Task | None
+    _nursery: trio.Nursery | None
+    _nursery_start_soon: Callable[..., object]
+    _spawn_soon: Callable[..., object]
+    _parent_slot: _Slot | None
+
     def __init__(
         self,
-        players: Mapping[str, AsyncFn | PlayerSpec] | None = None,
+        players: Mapping[str, Callable[..., Awaitable[object]] | PlayerSpec] | None = None,
         *,
         name: str = "conductor",
         grace: float = 5.0,
-        stop_order: StopOrder = "sequential",
+        stop_order: Literal["sequential", "parallel"] = "sequential",
     ) -> None:
-        if not isinstance(name, str):
-            msg = f"Conductor name must be a str, not {type(name).__name__}"
-            raise TypeError(msg)
+        check_type(name, str, "Conductor name", "a str")
         if not name or "/" in name:
             msg = f"Conductor name {name!r} must be non-empty and contain no '/'"
             raise ValueError(msg)
-        check_time(grace, "grace", f"conductor {name!r}")
+        where = f"conductor {name!r}"
+        check_time(grace, "grace", where)
         if stop_order not in {"sequential", "parallel"}:
-            msg = (
-                f"conductor {name!r}: stop_order must be 'sequential' or 'parallel',"
-                f" not {stop_order!r}"
-            )
+            msg = f"{where}: stop_order must be 'sequential' or 'parallel', not {stop_order!r}"
             raise ValueError(msg)
-        if players is None:
-            players = {}
-        if not isinstance(players, Mapping):
-            msg = (
-                f"conductor {name!r}: players must be a mapping of name to player,"
-                f" not {type(players).__name__}"
-            )
-            raise TypeError(msg)
+        players = {} if players is None else players
+        check_type(players, Mapping, f"{where}: players", "a mapping of name to player")
         specs: dict[str, PlayerSpec] = {}
         for key, value in players.items():
-            if not isinstance(key, str):
-                msg = f"conductor {name!r}: player names must be str, not {key!r}"
-                raise TypeError(msg)
+            check_type(key, str, f"{where}: player name {key!r}", "a str")
             if not key or "/" in key:
-                msg = f"conductor {name!r}: player name {key!r} must be non-empty and contain no '/'"
+                msg = f"{where}: player name {key!r} must be non-empty and contain no '/'"
                 raise ValueError(msg)
             specs[key] = as_spec(value, f"player {name}/{key}")
         self._name = name
@@ -249,7 +264,7 @@ class Conductor:
         return self._path
 
     @property
-    def stop_order(self) -> StopOrder:
+    def stop_order(self) -> Literal["sequential", "parallel"]:
         """``"sequential"`` or ``"parallel"``."""
         return "parallel" if self._parallel else "sequential"
 
@@ -306,6 +321,7 @@ class Conductor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._nursery_start_soon = nursery.start_soon
                 await self._supervise(task_status)
         except BaseException as exc:  # noqa: BLE001 - only cancellation gets here: see below
             escaped = exc
@@ -313,6 +329,7 @@ class Conductor:
             self._running = False
             self._nursery = None
             self._task = None
+            self._spawn_soon = _not_running
             if parent is not None and parent.child is self:
                 parent.child = None
         if self._fatal is not None:
@@ -328,36 +345,38 @@ class Conductor:
 
     def _reset(self) -> None:
         """Forget the previous run: a new run starts fresh from the declared players."""
-        self._slots: list[_Slot] = [
+        self._slots = [
             _Slot(self, key, spec, index) for index, (key, spec) in enumerate(self._specs.items())
         ]
         self._pool = not self._slots
         self._phase = _Phase.IDLE
-        self._stop_reason: str | None = None
+        self._stop_reason = None
         self._force = False
         self._next_start = 0
         self._stop_cursor = -1
         self._live = 0
         self._ready = False
-        self._failures: list[tuple[str, Exception]] = []
-        self._fatal: BaseException | None = None
-        self._cancelled: BaseException | None = None
-        self._timed: set[_Slot] = set()
-        self._deferred: list[_Slot] = []
+        self._failures = []
+        self._fatal = None
+        self._cancelled = None
+        self._timed = set()
+        self._deferred = []
         self._wake_at = _INF
-        self._park_scope: trio.CancelScope | None = None
+        self._park_scope = None
         self._parked = False
         self._shield = False
-        self._nursery: trio.Nursery | None = None
-        self._task: trio.lowlevel.Task | None = None
-        self._context: contextvars.Context | None = None
-        self._parent_slot: _Slot | None = None
+        self._task = None
+        self._nursery = None
+        self._nursery_start_soon = _not_running
+        self._spawn_soon = _not_running
+        self._parent_slot = None
 
     # -- the supervising task ---------------------------------------------------------------
 
     async def _supervise(self, task_status: trio.TaskStatus[Conductor]) -> None:
         self._task = trio.lowlevel.current_task()
-        self._context = contextvars.copy_context()
+        # Players are spawned under this snapshot, whichever task spawns them.
+        self._spawn_soon = partial(contextvars.copy_context().run, self._nursery_start_soon)
         self._phase = _Phase.STARTING
         if self._prestopped and self._runs == 1:
             self._begin_stop(self._prestop)
@@ -370,10 +389,7 @@ class Conductor:
         reported = False
         while True:
             if self._deferred:
-                deferred, self._deferred = self._deferred, []
-                for slot in deferred:
-                    if slot.alive:
-                        self._stop_slot(slot, trio.current_time())
+                self._stop_deferred()
             if self._ready and not reported:
                 reported = True
                 task_status.started(self)
@@ -382,9 +398,16 @@ class Conductor:
             await self._park()
             if self._wake_at <= trio.current_time():
                 self._fire_timers()
-        if not reported and self._fatal is None and not self._failures:
-            if self._cancelled is None:
-                task_status.started(self)
+        if not reported and self._fatal is None and self._cancelled is None and not self._failures:
+            task_status.started(self)  # a stop cut the start short: nursery.start returns
+
+    def _stop_deferred(self) -> None:
+        """Stop the players whose stop waited for their first step (see :meth:`_stop_slot`)."""
+        deferred, self._deferred = self._deferred, []
+        now = trio.current_time()
+        for slot in deferred:
+            if slot.alive:
+                self._stop_slot(slot, now)
 
     async def _park(self) -> None:
         """Sleep until woken by :meth:`_wake` or until the earliest timer."""
@@ -411,9 +434,8 @@ class Conductor:
         return trio.lowlevel.Abort.SUCCEEDED
 
     def _wake(self) -> None:
-        if self._parked:
+        if self._parked and self._task is not None:
             self._parked = False
-            assert self._task is not None
             trio.lowlevel.reschedule(self._task)
 
     def _set_timer(self, slot: _Slot, when: float) -> None:
@@ -456,14 +478,11 @@ class Conductor:
 
     def _spawn(self, slot: _Slot) -> None:
         timeout = slot.spec.start_timeout
-        slot.scope = trio.CancelScope(
-            deadline=_INF if timeout is None else trio.current_time() + timeout
-        )
+        if timeout is not None:
+            slot.scope.deadline = trio.current_time() + timeout
         slot.alive = True
         self._live += 1
-        assert self._context is not None
-        assert self._nursery is not None
-        self._context.run(self._nursery.start_soon, self._play, slot, name=slot.path)
+        self._spawn_soon(self._play, slot, name=slot.path)
 
     async def _play(self, slot: _Slot) -> None:
         """The task of one player: run it in its scope and report how it ended."""
@@ -474,7 +493,7 @@ class Conductor:
             self._wake()
         spec = slot.spec
         try:
-            with slot.scope:  # type: ignore[union-attr]
+            with slot.scope:
                 if spec.takes_task_status:
                     await spec.fn(*spec.args, task_status=slot)
                 else:
@@ -492,7 +511,7 @@ class Conductor:
         slot.started_flag = True
         slot.value = value
         if slot.spec.start_timeout is not None:
-            slot.scope.deadline = _INF  # type: ignore[union-attr]
+            slot.scope.deadline = _INF
         slot.started_at = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
@@ -509,44 +528,9 @@ class Conductor:
         if slot.timer != _INF:
             slot.timer = _INF
             self._timed.discard(slot)
-        failure: Exception | None = None
-        fatal: BaseException | None = None
-        if exc is None:
-            if not slot.started_flag and not slot.stop_requested:
-                scope = slot.scope
-                if scope is not None and scope.cancelled_caught:
-                    failure = StartTimeout(slot.path, slot.spec.start_timeout or 0.0)
-                else:
-                    failure = RuntimeError(
-                        f"player {slot.path!r} returned without calling task_status.started()"
-                    )
-        elif isinstance(exc, Exception):
-            failure = exc
-        elif isinstance(exc, BaseExceptionGroup):
-            rest = exc.split(trio.Cancelled)[1]
-            if isinstance(rest, Exception):
-                failure = rest
-            elif rest is not None:
-                fatal = rest
-        elif not isinstance(exc, trio.Cancelled):
-            fatal = exc
-        if slot.straggler:
-            timeout = StopTimeout(slot.path, self._grace_of(slot))
-            timeout.__cause__ = failure
-            failure = timeout
+        failure, fatal = self._classify(slot, exc)
         if failure is not None:
-            move(slot, _S.FAILED)
-            slot.last_error = failure
-            self._failures.append((slot.path, failure))
-            if logger.isEnabledFor(logging.ERROR):
-                logger.error(
-                    "player %s failed: %r",
-                    slot.path,
-                    failure,
-                    exc_info=failure,
-                    extra={"path": slot.path},
-                )
-            self._begin_stop(f"player {slot.path!r} failed")
+            self._on_failure(slot, failure)
         else:
             move(slot, _S.DONE)
             if logger.isEnabledFor(_INFO):
@@ -557,17 +541,61 @@ class Conductor:
                 self._hard_stop_all(f"player {slot.path!r} raised {type(fatal).__name__}")
             elif slot.spec.significant and self._phase < _Phase.STOPPING:
                 self._begin_stop(f"significant player {slot.path!r} finished")
-        if self._phase == _Phase.STOPPING:
-            if not self._parallel:
-                self._stop_next()
-        elif self._phase == _Phase.STARTING and not slot.started_flag:
-            # It ended before it was started: the start cannot go on.
-            self._begin_stop(f"player {slot.path!r} failed to start")
+        if self._phase == _Phase.STOPPING and not self._parallel:
+            self._stop_next()
         if self._live == 0 and (
             self._phase == _Phase.STOPPING or (self._phase == _Phase.RUNNING and not self._pool)
         ):
             self._phase = _Phase.DONE
             self._wake()
+
+    def _classify(
+        self, slot: _Slot, exc: BaseException | None
+    ) -> tuple[Exception | None, BaseException | None]:
+        """Sort a player's outcome into (failure, fatal); our own cancellation is neither."""
+        failure: Exception | None = None
+        fatal: BaseException | None = None
+        if exc is None:
+            if not slot.started_flag and slot.spec.takes_task_status and not slot.stop_requested:
+                if slot.scope.cancelled_caught:
+                    failure = StartTimeout(slot.path, slot.spec.start_timeout or 0.0)
+                else:
+                    failure = RuntimeError(
+                        f"player {slot.path!r} returned without calling task_status.started()"
+                    )
+        elif isinstance(exc, Exception):
+            failure = exc
+        elif isinstance(exc, BaseExceptionGroup):
+            group = cast("BaseExceptionGroup[BaseException]", exc)
+            rest = group.split(trio.Cancelled)[1]
+            if isinstance(rest, ExceptionGroup):
+                failure = cast("ExceptionGroup[Exception]", rest)
+            else:
+                fatal = rest
+        elif not isinstance(exc, trio.Cancelled):
+            fatal = exc
+        if slot.straggler:
+            timeout = StopTimeout(slot.path, self._grace_of(slot))
+            timeout.__cause__ = failure
+            failure = timeout
+        return failure, fatal
+
+    def _on_failure(self, slot: _Slot, failure: Exception) -> None:
+        move(slot, _S.FAILED)
+        slot.last_error = failure
+        self._failures.append((slot.path, failure))
+        if logger.isEnabledFor(logging.ERROR):
+            logger.error(
+                "player %s failed: %r",
+                slot.path,
+                failure,
+                exc_info=failure,
+                extra={"path": slot.path},
+            )
+        if self._phase == _Phase.STARTING and not slot.started_flag:
+            self._begin_stop(f"player {slot.path!r} failed to start")
+        else:
+            self._begin_stop(f"player {slot.path!r} failed")
 
     def _error(self) -> ConductorError:
         leaves: list[Exception] = []
@@ -642,7 +670,10 @@ class Conductor:
             deadline = now + grace
             if logger.isEnabledFor(_INFO):
                 logger.info(
-                    "player %s stopping, with %g s to finish", slot.path, grace, extra={"path": slot.path}
+                    "player %s stopping, with %g s to finish",
+                    slot.path,
+                    grace,
+                    extra={"path": slot.path},
                 )
             token._request(self._stop_reason, deadline)
             if deadline < _INF:
@@ -658,7 +689,6 @@ class Conductor:
         if slot.state is _S.STARTING or slot.state is _S.RUNNING:
             move(slot, _S.STOPPING)
         reason = self._stop_reason
-        assert slot.scope is not None
         slot.scope.cancel(
             f"conductor {self._path!r} stopped player {slot.path!r}"
             + (f": {reason}" if reason else "")
@@ -746,9 +776,12 @@ class Conductor:
 
 @asynccontextmanager
 async def open_conductor(
-    players: Mapping[str, AsyncFn | PlayerSpec] | None = None,
-    **options: Any,  # noqa: ANN401 - the Conductor's keyword options, checked there
-) -> AsyncIterator[Conductor]:
+    players: Mapping[str, Callable[..., Awaitable[object]] | PlayerSpec] | None = None,
+    *,
+    name: str = "conductor",
+    grace: float = 5.0,
+    stop_order: Literal["sequential", "parallel"] = "sequential",
+) -> AsyncGenerator[Conductor, None]:
     """Run players around a block: started (ready) before it, stopped gracefully after it.
 
     If a player fails while the block runs, the block is cancelled and the failure is raised
@@ -761,60 +794,77 @@ async def open_conductor(
         async with orchestra.open_conductor({"db": db_pool, "cache": cache}) as conductor:
             await serve_requests()
     """
-    conductor = Conductor(players, **options)
-    body = trio.CancelScope()
-    outcome: list[BaseException] = []
-
-    async def supervise(*, task_status: trio.TaskStatus[Conductor]) -> None:
+    conductor = Conductor(players, name=name, grace=grace, stop_order=stop_order)
+    block = _Block(conductor)
+    start_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
         try:
-            await conductor(task_status=task_status)
-        except BaseException as exc:
-            if not conductor._ready and not outcome:
-                raise  # a start failure: nursery.start raises it
-            outcome.append(exc)
-            body.cancel("a player of the conductor failed")
-
-    body_error: BaseException | None = None
-    escaped: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(supervise)
+            await nursery.start(block.supervise)
+        except BaseException as exc:  # noqa: BLE001 - raised below, outside the nursery's group
+            start_error = exc
+        else:
             try:
-                with body:
+                with block.body:
                     yield conductor
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the stop
-                body_error = exc
-                conductor.stop(
-                    f"the open_conductor block raised {type(exc).__name__}",
-                    force=not isinstance(exc, Exception),
-                )
+            except BaseException as exc:  # noqa: BLE001 - raised by raise_outcome(), after the stop
+                block.body_error = exc
+                reason = f"the open_conductor block raised {type(exc).__name__}"
+                conductor.stop(reason, force=not isinstance(exc, Exception))
             else:
                 conductor.stop("the open_conductor block exited")
-    except BaseException as exc:  # noqa: BLE001 - only cancellation (or a start failure)
-        escaped = exc
-    failure = outcome[0] if outcome else None
-    if isinstance(failure, trio.Cancelled):
-        failure = None
-    if escaped is not None and not conductor._ready:
-        raise _unwrap_single(escaped)
-    if body_error is not None and not isinstance(body_error, Exception):
-        raise body_error  # KeyboardInterrupt, SystemExit, our own Cancelled
-    if failure is not None and body_error is not None:
-        msg = "the open_conductor block and its players failed"
-        raise BaseExceptionGroup(msg, [body_error, failure])
-    if failure is not None:
-        raise failure
-    if body_error is not None:
-        raise body_error
-    if escaped is not None:
-        raise escaped
+    if start_error is not None:
+        raise start_error
+    block.raise_outcome()
 
 
-def _unwrap_single(exc: BaseException) -> BaseException:
-    """Unwrap a group of exactly one exception (what a strict nursery adds around a start)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        inner = exc.exceptions[0]
-        if isinstance(exc, ConductorError):
-            break
-        exc = inner
-    return exc
+@final
+class _Block:
+    """The state of one ``open_conductor`` block: the body's scope and both outcomes."""
+
+    def __init__(self, conductor: Conductor) -> None:
+        self.conductor = conductor
+        self.body = trio.CancelScope()
+        self.body_error: BaseException | None = None
+        self.failure: BaseException | None = None
+
+    async def supervise(self, *, task_status: trio.TaskStatus[Conductor]) -> None:
+        """Run the conductor; a failure after the start cancels the body instead of the nursery."""
+        started = False
+
+        def report(conductor: Conductor) -> None:
+            nonlocal started
+            started = True
+            task_status.started(conductor)
+
+        try:
+            await self.conductor(task_status=_CallbackStatus(report))
+        except BaseException as exc:
+            if not started or isinstance(exc, trio.Cancelled):
+                raise  # a start failure (nursery.start raises it) or the outer cancellation
+            self.failure = exc
+            self.body.cancel("a player of the conductor failed")
+
+    def raise_outcome(self) -> None:
+        """Raise what the block should: the failure, the body's error, or both together."""
+        failure, body_error = self.failure, self.body_error
+        if body_error is not None and not isinstance(body_error, Exception):
+            raise body_error  # KeyboardInterrupt, SystemExit, the outer cancellation
+        if failure is not None and body_error is not None:
+            msg = "the open_conductor block and its players failed"
+            raise BaseExceptionGroup(msg, [body_error, failure])
+        if failure is not None:
+            raise failure
+        if body_error is not None:
+            raise body_error
+
+
+@final
+class _CallbackStatus:
+    """A ``task_status`` that calls a function: lets a wrapper see when the start ends."""
+
+    def __init__(self, callback: Callable[[Conductor], object]) -> None:
+        self._callback = callback
+
+    def started(self, value: Conductor | None = None) -> None:
+        if value is not None:
+            self._callback(value)

@@ -40,8 +40,9 @@ def path_note(path: str) -> str:
 
 def _path_from_notes(exc: BaseException) -> str | None:
     """Find the player path in our own note on *exc* (kept by ``split`` and ``subgroup``)."""
-    for note in reversed(getattr(exc, "__notes__", ())):
-        if isinstance(note, str) and note.startswith(_NOTE_PREFIX):
+    notes: Sequence[str] = getattr(exc, "__notes__", ())
+    for note in reversed(notes):
+        if note.startswith(_NOTE_PREFIX):
             return note[len(_NOTE_PREFIX) + 1 : -1]
     return None
 
@@ -63,8 +64,8 @@ class ConductorError(ExceptionGroup[Exception]):
         except orchestra.ConductorError as error:
             print(error.failures["app/db/pool"])
 
-    ``split``, ``subgroup`` and ``derive`` return ``ConductorError``\\ s whose ``failures`` hold
-    just the leaves they kept.
+    ``split``, ``subgroup`` and ``derive`` return a ``ConductorError`` whose ``failures`` hold
+    just the leaves it kept.
     """
 
     _paths: dict[int, str]
@@ -119,7 +120,7 @@ class ConductorError(ExceptionGroup[Exception]):
 
 
 @final
-class StartTimeout(Exception):  # noqa: N818 - the name the contract fixes
+class StartTimeout(Exception):
     """A ``task_status`` player did not call ``started()`` within its ``start_timeout``.
 
     Example::
@@ -137,7 +138,7 @@ class StartTimeout(Exception):  # noqa: N818 - the name the contract fixes
 
 
 @final
-class StopTimeout(Exception):  # noqa: N818 - the name the contract fixes
+class StopTimeout(Exception):
     """A player was still running *grace* seconds after its hard cancel (a straggler).
 
     Trio cannot abandon a task, so the conductor waits for it and reports this once it exits.
@@ -154,13 +155,11 @@ class StopTimeout(Exception):  # noqa: N818 - the name the contract fixes
         self.grace = grace
 
     def __str__(self) -> str:
-        return (
-            f"player {self.path!r} was still running {self.grace:g} s after it was cancelled"
-        )
+        return f"player {self.path!r} was still running {self.grace:g} s after it was cancelled"
 
 
 @final
-class TooManyRestarts(Exception):  # noqa: N818 - the name the contract fixes
+class TooManyRestarts(Exception):
     """A player needed more than ``max_restarts`` restarts within ``period`` seconds.
 
     Used as the leaf when the player's last exit was a normal return; a player that raised

@@ -20,12 +20,17 @@ __all__ = ["TRANSITIONS", "PlayerState", "move"]
 
 
 class PlayerState(enum.Enum):
-    """Where a player is in its lifecycle, as :meth:`Conductor.status` reports it.
+    """Where a player is in its lifecycle.
+
+    ``STARTING``: waiting for its turn, or spawned and not yet started. ``RUNNING``: started.
+    ``STOPPING``: in its soft phase or hard-cancelled. ``BACKOFF``: waiting to be restarted.
+    ``DONE``: returned, or stopped in order. ``FAILED``: raised, failed to start, or outlived
+    its hard cancel.
 
     Example::
 
-        node = conductor.status().children["db"]
-        if node.state is orchestra.PlayerState.RUNNING: ...
+        if state is orchestra.PlayerState.RUNNING:
+            ...
     """
 
     STARTING = "starting"

@@ -17,9 +17,9 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 import trio
 
@@ -30,9 +30,6 @@ from ._spec import PlayerSpec, as_spec, describe
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
 
-if TYPE_CHECKING:
-    from ._spec import AsyncFn
-
 __all__ = ["as_conductor", "play_until_signal", "run"]
 
 #: The exit status after a forced exit that left players running (EX_SOFTWARE).
@@ -42,7 +39,7 @@ _DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def as_conductor(
-    player: Conductor | PlayerSpec | AsyncFn, *, grace: float | None = None
+    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]], *, grace: float | None = None
 ) -> Conductor:
     """Return *player* if it is a conductor, else a one-player conductor named after it."""
     if isinstance(player, Conductor):
@@ -54,8 +51,9 @@ def as_conductor(
     spec = as_spec(player, "the player to run")
     name = getattr(spec.fn, "__name__", None) or describe(spec.fn)
     name = name.replace("/", "_").strip("<>") or "player"
-    options = {} if grace is None else {"grace": grace}
-    return Conductor({name: spec}, name=name, **options)
+    if grace is None:
+        return Conductor({name: spec}, name=name)
+    return Conductor({name: spec}, name=name, grace=grace)
 
 
 def _signal_name(signum: int) -> str:
@@ -81,7 +79,7 @@ class _SignalCatcher:
         self._count = 0
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
+    def installed(self) -> Generator[None, None, None]:
         previous: dict[int, object] = {}
         try:
             for signum in self._signals:
@@ -122,6 +120,7 @@ async def _play(
             await conductor()
             return
         stopping = trio.Event()
+        outcome: list[BaseException] = []
         conductor._stop_hooks.append(lambda _reason: stopping.set())
         try:
             async with trio.open_nursery() as nursery:
@@ -132,7 +131,6 @@ async def _play(
                     on_last(f"force_exit_after ({force_exit_after:g} s)")
 
                 nursery.start_soon(force_exit_later)
-                outcome: list[BaseException] = []
                 try:
                     await conductor()
                 except BaseException as exc:  # noqa: BLE001 - re-raised outside the nursery
@@ -146,7 +144,7 @@ async def _play(
 
 
 async def play_until_signal(
-    player: Conductor | PlayerSpec | AsyncFn, *signals: int
+    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]], *signals: int
 ) -> None:
     """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
 
@@ -163,6 +161,7 @@ async def play_until_signal(
 
         async def main():
             await orchestra.play_until_signal(conductor)
+
 
         trio.run(main)
     """
@@ -190,7 +189,7 @@ def _report_failure(error: ConductorError, stream: TextIO) -> None:
 
 
 def run(
-    player: Conductor | PlayerSpec | AsyncFn,
+    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]],
     *,
     signals: Sequence[int] = _DEFAULT_SIGNALS,
     force_exit_after: float | None = None,
@@ -217,9 +216,7 @@ def run(
 
     async def main() -> int:
         try:
-            await _play(
-                conductor, signals, on_last=exit_now, force_exit_after=force_exit_after
-            )
+            await _play(conductor, signals, on_last=exit_now, force_exit_after=force_exit_after)
         except ConductorError as error:
             _report_failure(error, sys.stderr)
             return 1

@@ -18,7 +18,7 @@ from typing import Any, final
 
 import attrs
 
-__all__ = ["PlayerSpec", "check_time", "describe", "wants_task_status"]
+__all__ = ["PlayerSpec", "as_spec", "check_time", "check_type", "describe", "wants_task_status"]
 
 AsyncFn = Callable[..., Awaitable[object]]
 
@@ -78,6 +78,13 @@ def check_time(value: object, what: str, where: str, *, allow_none: bool = False
         raise ValueError(msg)
 
 
+def check_type(value: object, kind: type | tuple[type, ...], what: str, wanted: str) -> None:
+    """Raise ``TypeError`` saying that *what* must be *wanted*, unless *value* is a *kind*."""
+    if not isinstance(value, kind):
+        msg = f"{what} must be {wanted}, not {type(value).__name__}"
+        raise TypeError(msg)
+
+
 def _check_callable(fn: object, where: str) -> None:
     if not callable(fn):
         msg = f"{where}: a player must be an async callable, not {type(fn).__name__}"
@@ -112,7 +119,7 @@ class PlayerSpec:
         orchestra.PlayerSpec(migrate, significant=True)
     """
 
-    fn: AsyncFn
+    fn: Callable[..., Awaitable[object]]
     args: tuple[Any, ...]
     grace: float | None
     significant: bool
@@ -121,7 +128,7 @@ class PlayerSpec:
 
     def __init__(
         self,
-        fn: AsyncFn,
+        fn: Callable[..., Awaitable[object]],
         *args: Any,  # noqa: ANN401 - bound to fn, typed by the caller's fn
         grace: float | None = None,
         significant: bool = False,
@@ -131,9 +138,7 @@ class PlayerSpec:
         _check_callable(fn, where)
         check_time(grace, "grace", where, allow_none=True)
         check_time(start_timeout, "start_timeout", where, allow_none=True)
-        if not isinstance(significant, bool):
-            msg = f"{where}: significant must be a bool, not {type(significant).__name__}"
-            raise TypeError(msg)
+        check_type(significant, bool, f"{where}: significant", "a bool")
         takes = wants_task_status(fn)
         if start_timeout is not None and not takes:
             msg = (
@@ -141,7 +146,7 @@ class PlayerSpec:
                 " since a plain player cannot fail to start"
             )
             raise ValueError(msg)
-        self.__attrs_init__(  # type: ignore[attr-defined]
+        self.__attrs_init__(  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
             fn, args, grace, significant, start_timeout, takes
         )
 

@@ -8,10 +8,11 @@ subscribes it. The token is created only then, so players that never ask cost no
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Protocol, final
 
 import trio
@@ -44,7 +45,7 @@ class StopToken:
             stop = orchestra.current_stop()
             while not stop.requested:
                 job = await queue.receive()
-                await handle(job)          # a job in progress is finished, not torn
+                await handle(job)  # a job in progress is finished, not torn
     """
 
     __slots__ = ("_event", "_listeners", "_scopes", "deadline", "reason", "requested")
@@ -81,30 +82,18 @@ class StopToken:
             self._event = trio.Event()
         await self._event.wait()
 
-    @contextlib.contextmanager
-    def soft_scope(self) -> Iterator[trio.CancelScope]:
-        """Run a block that is cancelled as soon as a stop is requested.
+    def soft_scope(self) -> AbstractContextManager[trio.CancelScope, bool]:
+        """Return a context manager whose block is cancelled as soon as a stop is requested.
 
-        Wrap the part that should end at the soft phase, typically an accept loop, and keep
-        the rest (draining, closing) outside it::
+        It enters a :class:`trio.CancelScope` (the ``as`` target). Wrap the part that should
+        end at the soft phase, typically an accept loop, and keep the rest (draining,
+        closing) outside it::
 
             with stop.soft_scope():
                 await accept_forever(listener)
-            await drain_connections()      # runs until the deadline
+            await drain_connections()  # runs until the deadline
         """
-        scope = trio.CancelScope()
-        if self.requested:
-            scope.cancel(self._cancel_reason())
-        else:
-            if self._scopes is None:
-                self._scopes = set()
-            self._scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            if self._scopes is not None:
-                self._scopes.discard(scope)
+        return _SoftScope(self)
 
     def _cancel_reason(self) -> str:
         return f"soft stop requested: {self.reason}" if self.reason else "soft stop requested"
@@ -136,6 +125,37 @@ class StopToken:
             listeners, self._listeners = self._listeners, None
             for listener in listeners:
                 listener(reason)
+
+
+@final
+class _SoftScope:
+    """The context manager that :meth:`StopToken.soft_scope` returns (one use)."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, token: StopToken) -> None:
+        self._token = token
+        self._scope = trio.CancelScope()
+
+    def __enter__(self) -> trio.CancelScope:
+        token = self._token
+        if token.requested:
+            self._scope.cancel(token._cancel_reason())
+        else:
+            if token._scopes is None:
+                token._scopes = set()
+            token._scopes.add(self._scope)
+        return self._scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if self._token._scopes is not None:
+            self._token._scopes.discard(self._scope)
+        return self._scope.__exit__(exc_type, exc_value, traceback)
 
 
 def current_stop() -> StopToken:
