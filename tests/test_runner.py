@@ -1,0 +1,310 @@
+"""The runner and the command line, in real child processes with real signals (contract s. 5)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+if sys.platform == "win32":  # pragma: no cover
+    pytest.skip("POSIX signals", allow_module_level=True)
+
+CHILD = textwrap.dedent(
+    """
+    import signal
+    import sys
+
+    import trio
+
+    import trio_orchestra as orchestra
+
+
+    async def polite():
+        stop = orchestra.current_stop()
+        print("READY", flush=True)
+        await stop.wait()
+        print(f"SOFT {stop.reason}", flush=True)
+        await trio.sleep(0.2)
+        print("POLITE DONE", flush=True)
+
+
+    async def deaf():
+        stop = orchestra.current_stop()
+        print("READY", flush=True)
+        try:
+            await stop.wait()
+            print("IGNORING THE STOP", flush=True)
+            await trio.sleep_forever()
+        finally:
+            print("DEAF CANCELLED", flush=True)
+
+
+    async def stuck():
+        print("READY", flush=True)
+        try:
+            await trio.sleep_forever()
+        finally:
+            print("STUCK", flush=True)
+            with trio.CancelScope(shield=True):
+                await trio.sleep_forever()  # stuck in cleanup, forever
+
+
+    async def failing():
+        print("READY", flush=True)
+        await trio.sleep(0.1)
+        raise ValueError("boom")
+
+
+    async def slow_start(*, task_status):
+        print("STARTING", flush=True)
+        await trio.sleep(1)
+        task_status.started()
+        print("STARTED", flush=True)
+
+
+    def not_async():
+        pass
+
+
+    async def then_check_handlers(player):
+        await orchestra.play_until_signal(player)
+        restored = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        print("RESTORED" if restored else "NOT RESTORED", flush=True)
+
+
+    PLAYERS = {
+        "polite": polite,
+        "deaf": deaf,
+        "stuck": stuck,
+        "failing": failing,
+        "slow_start": slow_start,
+    }
+
+    if __name__ == "__main__":
+        mode, name = sys.argv[1], sys.argv[2]
+        conductor = orchestra.Conductor({name: PLAYERS[name]}, name="svc", grace=60)
+        if mode == "run":
+            orchestra.run(conductor)
+        elif mode == "force":
+            orchestra.run(conductor, force_exit_after=0.5)
+        elif mode == "play":
+            trio.run(then_check_handlers, conductor)
+    """
+)
+
+
+class Child:
+    """A child Python process whose output we read line by line."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        """Start ``python *args`` in *cwd*."""
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, text: str) -> None:
+        """Read stdout until a line contains *text*."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if text in line:
+                return
+        msg = f"the child ended without printing {text!r}: {self.lines}"
+        raise AssertionError(msg)
+
+    def signal(self, signum: int) -> None:
+        """Send *signum* to the child."""
+        self.process.send_signal(signum)
+
+    def finish(self) -> tuple[int, str, str]:
+        """Wait for the child; return its exit status, the rest of stdout, and stderr."""
+        out, err = self.process.communicate(timeout=30)
+        return self.process.returncode, "".join(self.lines) + out, err
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    """The child script, written in a fresh directory."""
+    path = tmp_path / "child.py"
+    path.write_text(CHILD)
+    return path
+
+
+@pytest.fixture
+def spawn(script: Path) -> Iterator[Callable[..., Child]]:
+    """Start children of the script; kill any left running."""
+    children: list[Child] = []
+
+    def start(*args: str) -> Child:
+        child = Child([str(script), *args], script.parent)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.process.poll() is None:
+            child.process.kill()
+        child.process.communicate()  # reap it and close its pipes
+
+
+def test_sigterm_stops_gracefully_and_exits_0(spawn: Callable[..., Child]) -> None:
+    """The first signal is a graceful stop whose reason names the signal."""
+    child = spawn("run", "polite")
+    child.wait_for("READY")
+    child.signal(signal.SIGTERM)
+    status, out, _ = child.finish()
+    assert status == 0
+    assert "SOFT received SIGTERM" in out
+    assert "POLITE DONE" in out
+
+
+def test_a_failure_exits_1_naming_the_player(spawn: Callable[..., Child]) -> None:
+    """A failing player makes the program exit 1 with the failure printed by path."""
+    child = spawn("run", "failing")
+    status, _, err = child.finish()
+    assert status == 1
+    assert "svc/failing: ValueError: boom" in err
+    assert "raised in player 'svc/failing'" in err
+
+
+def test_a_second_sigint_skips_the_grace_period(spawn: Callable[..., Child]) -> None:
+    """Two SIGINTs: the player with 60 s of grace is hard-cancelled at once; exit 0."""
+    child = spawn("run", "deaf")
+    child.wait_for("READY")
+    child.signal(signal.SIGINT)
+    child.wait_for("IGNORING THE STOP")
+    child.signal(signal.SIGINT)
+    status, out, _ = child.finish()
+    assert status == 0
+    assert "DEAF CANCELLED" in out
+
+
+def test_a_third_sigint_exits_70_naming_the_straggler(spawn: Callable[..., Child]) -> None:
+    """Three SIGINTs exit 70 at once, printing the stuck player and where it is stuck."""
+    child = spawn("run", "stuck")
+    child.wait_for("READY")
+    child.signal(signal.SIGINT)
+    child.wait_for("STUCK")
+    # The kernel merges a signal sent while the same one is pending: space them out.
+    while child.process.poll() is None:
+        child.signal(signal.SIGINT)
+        time.sleep(0.2)
+    status, _, err = child.finish()
+    assert status == 70
+    assert "exiting after a third signal (SIGINT); players still running:" in err
+    assert "  svc/stuck\n" in err
+    assert "child.py:" in err
+    assert "in stuck" in err
+
+
+def test_force_exit_after_exits_70(spawn: Callable[..., Child]) -> None:
+    """force_exit_after: the stop began, the deadline passed, the stuck player is named."""
+    child = spawn("force", "stuck")
+    child.wait_for("READY")
+    child.signal(signal.SIGTERM)
+    status, _, err = child.finish()
+    assert status == 70
+    assert "exiting after force_exit_after (0.5 s)" in err
+    assert "svc/stuck" in err
+
+
+def test_a_signal_during_the_start_is_already_a_graceful_stop(spawn: Callable[..., Child]) -> None:
+    """Handlers are installed before the first player starts: no default action."""
+    child = spawn("run", "slow_start")
+    child.wait_for("STARTING")
+    child.signal(signal.SIGTERM)
+    status, out, _ = child.finish()
+    assert status == 0
+    assert "STARTED" not in out
+
+
+def test_play_until_signal_restores_the_handlers(spawn: Callable[..., Child]) -> None:
+    """Once the root has returned, the previous handlers are back."""
+    child = spawn("play", "polite")
+    child.wait_for("READY")
+    child.signal(signal.SIGTERM)
+    status, out, _ = child.finish()
+    assert status == 0
+    assert "RESTORED" in out
+
+
+def test_the_command_line_runs_a_conductor_with_a_grace(script: Path) -> None:
+    """``python -m trio_orchestra run module:attr --grace S`` runs it until a signal."""
+    (script.parent / "app.py").write_text(
+        "from child import polite\nimport trio_orchestra as o\n"
+        "conductor = o.Conductor({'polite': polite}, name='app')\n"
+    )
+    child = Child(["-m", "trio_orchestra", "run", "app:conductor", "--grace", "2"], script.parent)
+    child.wait_for("READY")
+    child.signal(signal.SIGTERM)
+    status, out, err = child.finish()
+    assert status == 0
+    assert "SOFT received SIGTERM" in out
+    assert "player app/polite stopping, with 2 s to finish" in err
+
+
+def test_the_command_line_wraps_a_plain_callable(script: Path) -> None:
+    """A target that is an async callable runs in a conductor named after it."""
+    child = Child(["-m", "trio_orchestra", "run", "child:polite"], script.parent)
+    child.wait_for("READY")
+    child.signal(signal.SIGINT)
+    status, _, err = child.finish()
+    assert status == 0
+    assert "player polite/polite started" in err
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("nope:thing", "cannot import module 'nope'"),
+        ("child:missing", "module 'child' has no attribute 'missing'"),
+        ("child", "target 'child' must look like package.module:attribute"),
+        ("child:PLAYERS", "'child:PLAYERS' is a dict, not a Conductor or async callable"),
+        ("child:not_async", "'child:not_async' cannot be run: the player to run: a player must be"),
+    ],
+)
+def test_the_command_line_rejects_a_bad_target(script: Path, target: str, message: str) -> None:
+    """A target that cannot be imported or run is a one-line usage error, exit 2."""
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-m", "trio_orchestra", "run", target],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_the_demo_runs_and_stops_gracefully_on_ctrl_c(tmp_path: Path) -> None:
+    """``python -m trio_orchestra demo`` starts its tree and stops it in order on SIGINT."""
+    child = Child(["-m", "trio_orchestra", "demo"], tmp_path)
+    assert child.process.stderr is not None
+    lines: list[str] = []
+    for line in child.process.stderr:
+        lines.append(line)
+        if "player demo/heartbeat started" in line:
+            break
+    child.signal(signal.SIGINT)
+    status, _, err = child.finish()
+    assert status == 0, [*lines, err]
+    stopped = [
+        line.split("player ")[1].split()[0] for line in err.splitlines() if "stopped" in line
+    ]
+    assert stopped[0] == "demo/heartbeat"
+    assert stopped[-1] == "demo/echo"
+    assert stopped.index("demo/jobs") > stopped.index("demo/jobs/queue-feeder")
