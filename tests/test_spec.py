@@ -117,7 +117,7 @@ def test_a_bad_spec_is_refused(call: Any, error: type[Exception], message: str) 
     [
         ({"": idle}, {}, ValueError, r"^conductor 'app': player name '' must be non-empty"),
         ({"a/b": idle}, {}, ValueError, r"^conductor 'app': player name 'a/b' must be .* no '/'$"),
-        ({1: idle}, {}, TypeError, r"^conductor 'app': player name 1 must be a str, not int$"),
+        ({1: idle}, {}, TypeError, r"^conductor 'app': player name must be a str, not int$"),
         (
             {"db": not_async},
             {},

@@ -6,8 +6,9 @@ here, with ``__module__`` rewritten so that tracebacks and docs show ``trio_orch
 
 from __future__ import annotations
 
+from . import events as events
+from ._block import open_conductor as open_conductor
 from ._conductor import Conductor as Conductor
-from ._conductor import open_conductor as open_conductor
 from ._errors import ConductorError as ConductorError
 from ._errors import StartTimeout as StartTimeout
 from ._errors import StopTimeout as StopTimeout
@@ -16,19 +17,28 @@ from ._lifecycle import PlayerState as PlayerState
 from ._runner import play_until_signal as play_until_signal
 from ._runner import run as run
 from ._spec import PlayerSpec as PlayerSpec
+from ._status import ConductorStatistics as ConductorStatistics
+from ._status import PlayerStatus as PlayerStatus
 from ._stop import StopToken as StopToken
 from ._stop import current_stop as current_stop
+from ._supervision import Backoff as Backoff
+from ._supervision import Restart as Restart
 
 __all__ = [
+    "Backoff",
     "Conductor",
     "ConductorError",
+    "ConductorStatistics",
     "PlayerSpec",
     "PlayerState",
+    "PlayerStatus",
+    "Restart",
     "StartTimeout",
     "StopTimeout",
     "StopToken",
     "TooManyRestarts",
     "current_stop",
+    "events",
     "open_conductor",
     "play_until_signal",
     "run",
@@ -39,8 +49,10 @@ def _fixup_module_metadata() -> None:
     """Make public names say they live in ``trio_orchestra`` (as trio does)."""
     for name in __all__:
         obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("trio_orchestra."):
-            obj.__module__ = __name__
+        if isinstance(obj, type) or callable(obj):
+            module = getattr(obj, "__module__", "")
+            if module.startswith("trio_orchestra._"):
+                obj.__module__ = __name__
 
 
 _fixup_module_metadata()

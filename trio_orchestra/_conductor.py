@@ -7,18 +7,24 @@ One run of a :class:`Conductor` is one Trio nursery. Each player is one task in 
 (:class:`_Slot`) doubles as its ``task_status``, so readiness costs no hidden nursery.
 
 The *supervising task* is the nursery's body. It parks without polling and wakes only to report
-``started()``, to fire a timer (a soft phase that ran out, a straggler), or to return. Player
-events are handled in the player's own task as they happen: a player that becomes started spawns
-the next one; a player that exits during a stop requests the stop of the one before it. So the
-ordered start and the reverse-order stop each cost one scheduler round per player and no extra
-task. Players are spawned under a context snapshot taken when the run began, so one player's
-context variables never leak into its next sibling.
+``started()``, to fire a timer (a soft phase that ran out, a straggler, a restart after its
+backoff), or to return. Player events are handled in the player's own task as they happen: a
+player that becomes started spawns the next one; a player that exits during a stop requests the
+stop of the one before it; a player that fails is restarted from its own task. So the ordered
+start and the reverse-order stop each cost one scheduler round per player and no extra task.
+Players are spawned under a context snapshot taken when the run began, so one player's context
+variables never leak into its next sibling.
 
 Timers need no task either: the supervising task parks in one cancel scope whose deadline is the
 earliest pending timer, moved earlier when a new timer comes sooner. A stale deadline costs one
 spurious wake-up; an idle conductor never wakes.
 
-State changes of a player go through :func:`trio_orchestra._lifecycle.move`.
+Supervision follows Erlang/OTP: a failure that the player's :class:`Restart` policy accepts is
+handled (logged, kept as ``last_error``) and restarted, alone (``one_for_one``) or with its
+siblings (``one_for_all``, ``rest_for_one``: a *group restart*, :class:`_Group`), within the
+restart intensity; anything else stops the conductor and is reported in its
+:class:`ConductorError`. Every state change of a player goes through
+:func:`trio_orchestra._lifecycle.move`, and only this module calls it.
 """
 
 from __future__ import annotations
@@ -26,31 +32,38 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import random
 import sys
 import types
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Literal, cast, final
 
 import trio
 
+from . import _events as events
+from ._checks import check_time, check_type
 from ._diagnostics import where_stuck
-from ._errors import ConductorError, StartTimeout, StopTimeout, path_note
+from ._errors import ConductorError, StartTimeout, StopTimeout, TooManyRestarts, path_note
 from ._lifecycle import PlayerState, move
-from ._spec import PlayerSpec, as_spec, check_time, check_type
+from ._spec import PlayerSpec, as_spec
+from ._status import ConductorStatistics, PlayerStatus
 from ._stop import StopToken, _current_owner
+from ._supervision import STRATEGIES, Restart, RestartWindow, Strategy
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
-__all__ = ["Conductor", "open_conductor"]
+__all__ = ["Conductor"]
 
 logger = logging.getLogger("trio_orchestra")
 
 _INFO = logging.INFO
 _S = PlayerState
 _INF = math.inf
+_NEVER = Restart.NEVER
+_ALWAYS = Restart.ALWAYS
+_EMPTY: Mapping[str, PlayerStatus] = types.MappingProxyType({})
 
 
 class _Phase:
@@ -61,6 +74,15 @@ class _Phase:
     RUNNING: int = 2
     STOPPING: int = 3
     DONE: int = 4
+
+
+_PHASE_STATE = {
+    _Phase.IDLE: _S.STARTING,
+    _Phase.STARTING: _S.STARTING,
+    _Phase.RUNNING: _S.RUNNING,
+    _Phase.STOPPING: _S.STOPPING,
+    _Phase.DONE: _S.DONE,
+}
 
 
 def _not_running(*_args: object, **_kwargs: object) -> None:
@@ -78,24 +100,58 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.__notes__ = notes  # type: ignore[attr-defined]
 
 
+def _check_callable_or_none(value: object, what: str) -> None:
+    if value is not None and not callable(value):
+        msg = f"{what} must be callable, not {type(value).__name__}"
+        raise TypeError(msg)
+
+
+def _check_name(name: object, what: str) -> str:
+    check_type(name, str, what, "a str")
+    text = cast("str", name)
+    if not text or "/" in text:
+        msg = f"{what} {text!r} must be non-empty and contain no '/'"
+        raise ValueError(msg)
+    return text
+
+
+@final
+class _Waiter:
+    """A caller of ``add`` or ``restart`` waiting for the player to start (or fail to)."""
+
+    __slots__ = ("done", "drop", "error", "value")
+
+    def __init__(self, *, drop: bool) -> None:
+        self.drop = drop  # take the player out of the tree if it ends before it starts
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.value: object = None
+
+
 @final
 class _Slot:
     """One player of one conductor run: its spec, its state, its cancel scope, its token.
 
     It is also the player's ``task_status`` (:meth:`started`) and what :func:`current_stop`
-    finds in the player's context (:meth:`stop_token`).
+    finds in the player's context (:meth:`stop_token`). The fields below ``token`` describe
+    the current run of the player and are renewed by :meth:`renew` before a restart.
     """
 
     __slots__ = (
         "alive",
+        "backoff_step",
         "begun",
         "child",
         "conductor",
         "hard",
-        "index",
+        "in_sequence",
         "last_error",
+        "manual_restart",
         "name",
+        "order",
         "path",
+        "removed",
+        "removing",
         "restarts",
         "scope",
         "spec",
@@ -103,35 +159,60 @@ class _Slot:
         "started_flag",
         "state",
         "stop_pending",
+        "stop_reason",
         "stop_requested",
         "straggler",
         "timer",
         "token",
+        "tree",
         "value",
+        "waiter",
     )
 
-    def __init__(self, conductor: Conductor, name: str, spec: PlayerSpec, index: int) -> None:
+    def __init__(self, conductor: Conductor, name: str, spec: PlayerSpec, order: int) -> None:
         self.conductor = conductor
         self.name = name
         self.spec = spec
-        self.index = index
+        self.order = order
         self.path = f"{conductor._path}/{name}"
         self.state = _S.STARTING
+        self.restarts = 0
+        self.backoff_step = 0
+        self.last_error: BaseException | None = None
+        self.started_at: float | None = None
+        self.tree: Conductor | None = None
+        self.removed = False
+        self.removing = False
+        self.manual_restart = False
+        self.waiter: _Waiter | None = None
+        self.in_sequence = False
+        self.timer = _INF
+        self.alive = False
         self.scope = trio.CancelScope()
         self.token: StopToken | None = None
         self.child: Conductor | None = None
-        self.alive = False
         self.begun = False
         self.started_flag = False
         self.stop_requested = False
         self.stop_pending = False
+        self.stop_reason: str | None = None
         self.hard = False
         self.straggler = False
-        self.timer = _INF
-        self.started_at: float | None = None
         self.value: object = None
-        self.restarts = 0
-        self.last_error: BaseException | None = None
+
+    def renew(self) -> None:
+        """Forget the previous run of this player, before it is started again."""
+        self.scope = trio.CancelScope()
+        self.token = None
+        self.child = None
+        self.begun = False
+        self.started_flag = False
+        self.stop_requested = False
+        self.stop_pending = False
+        self.stop_reason = None
+        self.hard = False
+        self.straggler = False
+        self.value = None
 
     def __repr__(self) -> str:
         return f"<player {self.path!r} {self.state.name}>"
@@ -146,8 +227,31 @@ class _Slot:
         if token is None:
             token = self.token = StopToken()
             if self.hard:  # cancelled before it asked: it is too late for a soft phase
-                token._request(self.conductor._stop_reason, trio.current_time())
+                token._request(self.stop_reason, trio.current_time())
         return token
+
+
+@final
+class _Group:
+    """A group restart in progress (``one_for_all``, ``rest_for_one``).
+
+    Its members are stopped in reverse start order, then, after the failed player's backoff,
+    started again in start order with readiness, except ``NEVER`` members (OTP temporary
+    children), which stay done.
+    """
+
+    __slots__ = ("delay", "failed", "members", "phase", "started")
+
+    STOPPING = 0
+    BACKOFF = 1
+    STARTING = 2
+
+    def __init__(self, failed: _Slot, members: set[_Slot], delay: float) -> None:
+        self.failed = failed
+        self.members = members
+        self.delay = delay
+        self.phase = _Group.STOPPING
+        self.started: set[_Slot] = set()
 
 
 @final
@@ -164,6 +268,18 @@ class Conductor:
             :func:`current_stop` (default 5).
         stop_order: ``"sequential"`` (default: one player after another, in reverse start
             order) or ``"parallel"`` (all at once).
+        strategy: what a restart restarts (OTP): ``"one_for_one"`` (default) the failed player
+            alone; ``"one_for_all"`` every player; ``"rest_for_one"`` the failed player and
+            those started after it. The others are stopped in reverse order first.
+        max_restarts: restarts allowed within *period*, over all players (default 5); the
+            failure that would need one more fails the conductor, which escalates to its
+            parent. ``max_restarts=3`` means four runs of a player that always fails.
+        period: the sliding window of the restart intensity, in seconds (default 60). With
+            the default backoff, a player that fails at once is given up after about 30 s.
+        random: the source of backoff jitter (default: a fresh :class:`random.Random`); pass
+            a seeded one to make delays reproducible.
+        on_event: called with each :mod:`trio_orchestra.events` event of this conductor and,
+            unless they have their own, of the conductors nested in it.
 
     A conductor is itself a player: run it with ``await nursery.start(conductor)`` (returns once
     every player is started), with ``await conductor()``, or nest it in another conductor.
@@ -185,6 +301,9 @@ class Conductor:
 
     # The state of the current (or last) run, reset by _reset().
     _slots: list[_Slot]
+    _by_name: dict[str, _Slot]
+    _declared: int
+    _next_order: int
     _pool: bool
     _phase: int
     _stop_reason: str | None
@@ -196,8 +315,14 @@ class Conductor:
     _failures: list[tuple[str, Exception]]
     _fatal: BaseException | None
     _cancelled: BaseException | None
+    _error: ConductorError | None
     _timed: set[_Slot]
     _deferred: list[_Slot]
+    _group: _Group | None
+    _group_pending: list[tuple[_Slot, float]]
+    _window: RestartWindow
+    _restarts: int
+    _started_at: float | None
     _wake_at: float
     _park_scope: trio.CancelScope | None
     _parked: bool
@@ -207,36 +332,58 @@ class Conductor:
     _nursery_start_soon: Callable[..., object]
     _spawn_soon: Callable[..., object]
     _parent_slot: _Slot | None
+    _hook: Callable[[events.Event], object] | None
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, each documented
         self,
         players: Mapping[str, Callable[..., Awaitable[object]] | PlayerSpec] | None = None,
         *,
         name: str = "conductor",
         grace: float = 5.0,
         stop_order: Literal["sequential", "parallel"] = "sequential",
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = 5,
+        period: float = 60.0,
+        random: random.Random | None = None,
+        on_event: Callable[[events.Event], object] | None = None,
     ) -> None:
-        check_type(name, str, "Conductor name", "a str")
-        if not name or "/" in name:
-            msg = f"Conductor name {name!r} must be non-empty and contain no '/'"
-            raise ValueError(msg)
+        name = _check_name(name, "Conductor name")
         where = f"conductor {name!r}"
         check_time(grace, "grace", where)
         if stop_order not in {"sequential", "parallel"}:
             msg = f"{where}: stop_order must be 'sequential' or 'parallel', not {stop_order!r}"
             raise ValueError(msg)
+        if strategy not in STRATEGIES:
+            msg = (
+                f"{where}: strategy must be 'one_for_one', 'one_for_all' or 'rest_for_one',"
+                f" not {strategy!r}"
+            )
+            raise ValueError(msg)
+        check_type(max_restarts, int, f"{where}: max_restarts", "an int")
+        if isinstance(max_restarts, bool) or max_restarts < 0:
+            msg = f"{where}: max_restarts must be a whole number, 0 or more, not {max_restarts!r}"
+            raise ValueError(msg)
+        check_time(period, "period", where)
+        if period == 0:
+            msg = f"{where}: period must be more than 0 seconds"
+            raise ValueError(msg)
+        if random is not None:
+            check_type(random, _random_type, f"{where}: random", "a random.Random")
+        _check_callable_or_none(on_event, f"{where}: on_event")
         players = {} if players is None else players
         check_type(players, Mapping, f"{where}: players", "a mapping of name to player")
         specs: dict[str, PlayerSpec] = {}
         for key, value in players.items():
-            check_type(key, str, f"{where}: player name {key!r}", "a str")
-            if not key or "/" in key:
-                msg = f"{where}: player name {key!r} must be non-empty and contain no '/'"
-                raise ValueError(msg)
+            _check_name(key, f"{where}: player name")
             specs[key] = as_spec(value, f"player {name}/{key}")
         self._name = name
         self._grace = float(grace)
         self._parallel = stop_order == "parallel"
+        self._strategy: Strategy = strategy
+        self._max_restarts = max_restarts
+        self._period = float(period)
+        self._random = random if random is not None else _random_type()
+        self._on_event = on_event
         self._specs = specs
         self._runs = 0
         self._running = False
@@ -269,12 +416,40 @@ class Conductor:
         return "parallel" if self._parallel else "sequential"
 
     @property
+    def strategy(self) -> Strategy:
+        """``"one_for_one"``, ``"one_for_all"`` or ``"rest_for_one"``."""
+        return self._strategy
+
+    @property
+    def max_restarts(self) -> int:
+        """Restarts allowed within :attr:`period`."""
+        return self._max_restarts
+
+    @property
+    def period(self) -> float:
+        """The window of the restart intensity, in seconds."""
+        return self._period
+
+    @property
     def players(self) -> Mapping[str, PlayerSpec]:
         """The declared players, as specs, in start order."""
         return types.MappingProxyType(self._specs)
 
     def __repr__(self) -> str:
         return f"<Conductor {self._path!r} with {len(self._specs)} players>"
+
+    def _options(self) -> dict[str, object]:
+        """The keyword options it was built with (to build a variant of it)."""
+        return {
+            "name": self._name,
+            "grace": self._grace,
+            "stop_order": self.stop_order,
+            "strategy": self._strategy,
+            "max_restarts": self._max_restarts,
+            "period": self._period,
+            "random": self._random,
+            "on_event": self._on_event,
+        }
 
     def stop(self, reason: str | None = None, *, force: bool = False) -> None:
         """Request a graceful stop; return at once (the run returns when all have stopped).
@@ -296,6 +471,140 @@ class Conductor:
             return
         self._begin_stop(reason, force=force)
 
+    async def add(self, name: str, player: Callable[..., Awaitable[object]] | PlayerSpec) -> object:
+        """Start one more player in the running conductor; return once it is started.
+
+        It starts after the declared players in the stop order (it is stopped before them).
+        A failure to start raises here, to the caller, and the player is not added. Returns
+        the value it passed to ``task_status.started()`` (``None`` for a plain player).
+
+        Raises:
+            RuntimeError: the conductor is not running, or is stopping.
+            ValueError: the name is empty, has a ``/``, or is taken.
+
+        Example::
+
+            await conductor.add("worker-3", orchestra.PlayerSpec(worker, queue))
+        """
+        self._check_controllable("add a player")
+        name = _check_name(name, f"conductor {self._path!r}: player name")
+        if name in self._by_name:
+            msg = f"conductor {self._path!r} already has a player named {name!r}"
+            raise ValueError(msg)
+        spec = as_spec(player, f"player {self._path}/{name}")
+        slot = _Slot(self, name, spec, self._next_order)
+        self._next_order += 1
+        self._slots.append(slot)
+        self._by_name[name] = slot
+        waiter = slot.waiter = _Waiter(drop=True)
+        self._emit_started(slot)
+        self._spawn(slot)
+        return await self._wait_started(slot, waiter)
+
+    async def remove(self, name: str) -> None:
+        """Stop one player gracefully, without restarting it, and take it out of the tree.
+
+        An error it raises while being removed is raised here, to the caller, not into the
+        tree. A player that is not running (done, failed, in backoff) is just taken out.
+
+        Raises:
+            RuntimeError: the conductor is not running, or is stopping.
+            LookupError: it has no player of that name.
+
+        Example::
+
+            await conductor.remove("worker-3")
+        """
+        self._check_controllable("remove a player")
+        slot = self._lookup(name)
+        if not slot.alive:
+            self._drop(slot)
+            await trio.lowlevel.checkpoint()
+            return
+        waiter = slot.waiter = _Waiter(drop=True)
+        slot.removing = True
+        if not slot.stop_requested:
+            self._stop_slot(slot, trio.current_time(), "removed from its conductor")
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+    async def restart(self, name: str) -> object:
+        """Stop one player gracefully and start it again; return once it is started again.
+
+        An error it raises while being stopped is logged, not reported. A failure to start
+        raises here, to the caller, and leaves it ``FAILED``. Returns the value it passed to
+        ``task_status.started()``.
+
+        Raises:
+            RuntimeError: the conductor is not running, or is stopping.
+            LookupError: it has no player of that name.
+
+        Example::
+
+            await conductor.restart("cache")
+        """
+        self._check_controllable("restart a player")
+        slot = self._lookup(name)
+        waiter = slot.waiter = _Waiter(drop=False)
+        if slot.alive:
+            slot.manual_restart = True
+            if not slot.stop_requested:
+                self._stop_slot(slot, trio.current_time(), "restart requested")
+        else:
+            self._cancel_backoff(slot)
+            self._respawn(slot, count=True)
+        return await self._wait_started(slot, waiter)
+
+    def status(self) -> PlayerStatus:
+        """Return a snapshot of the tree: this conductor, its players, nested conductors' too.
+
+        Works at any time: before a run (every player ``STARTING``), during it, and after it
+        returned (final states). A removed player leaves the tree.
+
+        Example::
+
+            tree = conductor.status()
+            tree.children["db"].state  # PlayerState.RUNNING
+        """
+        children = {slot.name: self._node(slot) for slot in self._slots if not slot.removed}
+        state = _PHASE_STATE[self._phase]
+        if state is _S.DONE and (self._failures or self._fatal is not None):
+            state = _S.FAILED
+        return PlayerStatus(
+            path=self._path,
+            state=state,
+            restarts=0,
+            last_error=self._error,
+            started_at=self._started_at,
+            children=types.MappingProxyType(children),
+        )
+
+    def statistics(self) -> ConductorStatistics:
+        """Return counts of this conductor's players by state, and of its restarts.
+
+        Example::
+
+            conductor.statistics().running
+        """
+        counts = dict.fromkeys(_S, 0)
+        players = 0
+        for slot in self._slots:
+            if not slot.removed:
+                players += 1
+                counts[slot.state] += 1
+        return ConductorStatistics(
+            players=players,
+            starting=counts[_S.STARTING],
+            running=counts[_S.RUNNING],
+            stopping=counts[_S.STOPPING],
+            backoff=counts[_S.BACKOFF],
+            done=counts[_S.DONE],
+            failed=counts[_S.FAILED],
+            restarts=self._restarts,
+            recent_restarts=self._window.recent(trio.current_time()) if self._running else 0,
+        )
+
     async def __call__(
         self, *, task_status: trio.TaskStatus[Conductor] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -304,7 +613,8 @@ class Conductor:
         Reports ``task_status.started(self)`` once every player is started.
 
         Raises:
-            ConductorError: a player failed (to start, while running, or while stopping).
+            ConductorError: a player failed (to start, while running, or while stopping),
+                or exceeded the restart intensity.
             RuntimeError: this conductor is already running.
         """
         if self._running:
@@ -316,8 +626,10 @@ class Conductor:
         parent = owner if isinstance(owner, _Slot) and owner.child is None else None
         self._path = parent.path if parent is not None else self._name
         self._reset()
-        escaped: BaseException | None = None
         self._parent_slot = parent
+        if parent is not None and self._hook is None:
+            self._hook = parent.conductor._hook
+        escaped: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -335,7 +647,8 @@ class Conductor:
         if self._fatal is not None:
             raise self._fatal
         if self._failures:
-            raise self._error()
+            self._error = self._make_error()
+            raise self._error
         if escaped is not None:
             raise escaped
         if self._cancelled is not None:
@@ -346,8 +659,11 @@ class Conductor:
     def _reset(self) -> None:
         """Forget the previous run: a new run starts fresh from the declared players."""
         self._slots = [
-            _Slot(self, key, spec, index) for index, (key, spec) in enumerate(self._specs.items())
+            _Slot(self, key, spec, order) for order, (key, spec) in enumerate(self._specs.items())
         ]
+        self._by_name = {slot.name: slot for slot in self._slots}
+        self._declared = len(self._slots)
+        self._next_order = self._declared
         self._pool = not self._slots
         self._phase = _Phase.IDLE
         self._stop_reason = None
@@ -359,8 +675,14 @@ class Conductor:
         self._failures = []
         self._fatal = None
         self._cancelled = None
+        self._error = None
         self._timed = set()
         self._deferred = []
+        self._group = None
+        self._group_pending = []
+        self._window = RestartWindow(self._max_restarts, self._period)
+        self._restarts = 0
+        self._started_at = None
         self._wake_at = _INF
         self._park_scope = None
         self._parked = False
@@ -370,6 +692,59 @@ class Conductor:
         self._nursery_start_soon = _not_running
         self._spawn_soon = _not_running
         self._parent_slot = None
+        self._hook = self._on_event
+
+    def _check_controllable(self, what: str) -> None:
+        if not self._running or self._phase < _Phase.RUNNING:
+            msg = f"cannot {what}: conductor {self._path!r} is not running (started)"
+            raise RuntimeError(msg)
+        if self._phase >= _Phase.STOPPING:
+            msg = f"cannot {what}: conductor {self._path!r} is stopping"
+            raise RuntimeError(msg)
+
+    def _lookup(self, name: str) -> _Slot:
+        slot = self._by_name.get(name)
+        if slot is None:
+            msg = f"conductor {self._path!r} has no player named {name!r}"
+            raise LookupError(msg)
+        return slot
+
+    def _drop(self, slot: _Slot) -> None:
+        """Take a player out of the tree (it has exited)."""
+        self._cancel_backoff(slot)
+        slot.removed = True
+        if self._by_name.get(slot.name) is slot:
+            del self._by_name[slot.name]
+        if self._phase < _Phase.STOPPING:  # no stop cursor walks the list now
+            self._slots.remove(slot)
+        self._maybe_done()
+
+    def _node(self, slot: _Slot) -> PlayerStatus:
+        tree = slot.tree
+        children = tree.status().children if tree is not None else _EMPTY
+        return PlayerStatus(
+            path=slot.path,
+            state=slot.state,
+            restarts=slot.restarts,
+            last_error=slot.last_error,
+            started_at=slot.started_at,
+            children=children,
+        )
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _emit(self, event: events.Event) -> None:
+        hook = self._hook
+        if hook is None:
+            return
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("the on_event hook of conductor %s raised", self._path)
+
+    def _emit_started(self, slot: _Slot) -> None:
+        if self._hook is not None:
+            self._emit(events.Started(path=slot.path, time=trio.current_time()))
 
     # -- the supervising task ---------------------------------------------------------------
 
@@ -377,6 +752,7 @@ class Conductor:
         self._task = trio.lowlevel.current_task()
         # Players are spawned under this snapshot, whichever task spawns them.
         self._spawn_soon = partial(contextvars.copy_context().run, self._nursery_start_soon)
+        self._started_at = trio.current_time()
         self._phase = _Phase.STARTING
         if self._prestopped and self._runs == 1:
             self._begin_stop(self._prestop)
@@ -384,6 +760,7 @@ class Conductor:
         if parent is not None:
             # Subscribe to the parent's soft phase: its stop request becomes ours.
             parent.child = self
+            parent.tree = self
             parent.stop_token()._add_listener(self._on_parent_stop)
         self._start_next()
         reported = False
@@ -407,7 +784,7 @@ class Conductor:
         now = trio.current_time()
         for slot in deferred:
             if slot.alive:
-                self._stop_slot(slot, now)
+                self._stop_slot(slot, now, slot.stop_reason)
 
     async def _park(self) -> None:
         """Sleep until woken by :meth:`_wake` or until the earliest timer."""
@@ -446,18 +823,42 @@ class Conductor:
             if self._park_scope is not None:
                 self._park_scope.deadline = when
 
+    def _clear_timer(self, slot: _Slot) -> None:
+        if slot.timer != _INF:
+            slot.timer = _INF
+            self._timed.discard(slot)
+
     def _fire_timers(self) -> None:
         now = trio.current_time()
-        for slot in list(self._timed):
-            if slot.timer > now:
+        for slot in sorted(self._timed, key=_by_order):
+            if slot.timer > now or slot not in self._timed:
                 continue
-            if not slot.hard:
+            self._clear_timer(slot)
+            if slot.state is _S.BACKOFF:
+                group = self._group
+                if group is not None and group.failed is slot:
+                    group.phase = _Group.STARTING
+                    self._group_advance()
+                else:
+                    self._respawn(slot, count=False)
+            elif not slot.hard:
                 self._hard_cancel(slot, now)
             else:
-                slot.timer = _INF
-                self._timed.discard(slot)
                 self._report_straggler(slot)
         self._wake_at = min((slot.timer for slot in self._timed), default=_INF)
+
+    def _maybe_done(self) -> None:
+        """End the run when nothing is left to run, start or restart."""
+        if self._live or self._phase == _Phase.DONE:
+            return
+        if self._phase == _Phase.STOPPING or (
+            self._phase == _Phase.RUNNING
+            and not self._pool
+            and not self._timed
+            and self._group is None
+        ):
+            self._phase = _Phase.DONE
+            self._wake()
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -465,15 +866,19 @@ class Conductor:
         """Spawn the next declared player, or report the conductor ready when all started."""
         if self._phase != _Phase.STARTING:
             return
-        if self._next_start < len(self._slots):
+        if self._next_start < self._declared:
             slot = self._slots[self._next_start]
             self._next_start += 1
+            slot.in_sequence = True
+            self._emit_started(slot)
             self._spawn(slot)
             return
         self._phase = _Phase.RUNNING
         self._ready = True
-        if self._live == 0 and not self._pool:
-            self._phase = _Phase.DONE
+        pending, self._group_pending = self._group_pending, []
+        for failed, delay in pending:  # restarts that waited for the start to finish
+            self._begin_group(failed, delay)
+        self._maybe_done()
         self._wake()
 
     def _spawn(self, slot: _Slot) -> None:
@@ -483,6 +888,16 @@ class Conductor:
         slot.alive = True
         self._live += 1
         self._spawn_soon(self._play, slot, name=slot.path)
+
+    def _respawn(self, slot: _Slot, *, count: bool) -> None:
+        """Start a player again (a restart)."""
+        if count:
+            slot.restarts += 1
+            self._restarts += 1
+        slot.renew()
+        move(slot, _S.STARTING)
+        self._emit_started(slot)
+        self._spawn(slot)
 
     async def _play(self, slot: _Slot) -> None:
         """The task of one player: run it in its scope and report how it ended."""
@@ -512,42 +927,76 @@ class Conductor:
         slot.value = value
         if slot.spec.start_timeout is not None:
             slot.scope.deadline = _INF
-        slot.started_at = trio.current_time()
+        now = slot.started_at = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
         if logger.isEnabledFor(_INFO):
             logger.info("player %s started", slot.path, extra={"path": slot.path})
-        if self._phase == _Phase.STARTING and slot.index == self._next_start - 1:
-            self._start_next()
+        if self._hook is not None:
+            self._emit(events.Ready(path=slot.path, time=now))
+        waiter = slot.waiter
+        if waiter is not None:
+            slot.waiter = None
+            waiter.value = value
+            waiter.done.set()
+        if slot.in_sequence:
+            slot.in_sequence = False
+            if self._group is not None and slot in self._group.members:
+                self._group_advance()
+            else:
+                self._start_next()
 
-    # -- exits and failures -----------------------------------------------------------------
+    async def _wait_started(self, slot: _Slot, waiter: _Waiter) -> object:
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        del slot
+        return waiter.value
+
+    # -- exits, failures and restarts -------------------------------------------------------
 
     def _on_exit(self, slot: _Slot, exc: BaseException | None) -> None:
         slot.alive = False
         self._live -= 1
-        if slot.timer != _INF:
-            slot.timer = _INF
-            self._timed.discard(slot)
+        self._clear_timer(slot)
         failure, fatal = self._classify(slot, exc)
-        if failure is not None:
-            self._on_failure(slot, failure)
+        if fatal is not None:
+            self._end(slot, None)
+            if self._fatal is None:
+                self._fatal = fatal
+            self._hard_stop_all(f"player {slot.path!r} raised {type(fatal).__name__}")
+        elif slot.manual_restart and self._phase < _Phase.STOPPING:
+            slot.manual_restart = False
+            self._end(slot, failure, note="while being stopped for a restart")
+            self._respawn(slot, count=True)
+        elif slot.waiter is not None and (slot.removing or not slot.started_flag):
+            self._answer_waiter(slot, failure)
+        elif (
+            (group := self._group) is not None
+            and slot in group.members
+            and (group.phase == _Group.STOPPING and slot is not group.failed)
+        ):
+            self._end(slot, failure, note="while being stopped for a group restart")
+            self._group_advance()
+        elif self._phase >= _Phase.STOPPING:
+            self._end(slot, failure, report=True)
+        elif self._wants_restart(slot, failure):
+            self._restart(slot, failure)
         else:
-            move(slot, _S.DONE)
-            if logger.isEnabledFor(_INFO):
-                logger.info("player %s stopped", slot.path, extra={"path": slot.path})
-            if fatal is not None:
-                if self._fatal is None:
-                    self._fatal = fatal
-                self._hard_stop_all(f"player {slot.path!r} raised {type(fatal).__name__}")
-            elif slot.spec.significant and self._phase < _Phase.STOPPING:
-                self._begin_stop(f"significant player {slot.path!r} finished")
+            self._end_for_good(slot, failure)
         if self._phase == _Phase.STOPPING and not self._parallel:
             self._stop_next()
-        if self._live == 0 and (
-            self._phase == _Phase.STOPPING or (self._phase == _Phase.RUNNING and not self._pool)
-        ):
-            self._phase = _Phase.DONE
-            self._wake()
+        self._maybe_done()
+
+    def _end_for_good(self, slot: _Slot, failure: Exception | None) -> None:
+        """End a player that is not restarted; its failure, or significant return, stops all."""
+        self._end(slot, failure, report=True)
+        if failure is not None:
+            started = slot.started_flag or not slot.in_sequence
+            why = "failed" if started else "failed to start"
+            self._begin_stop(f"player {slot.path!r} {why}")
+        elif slot.spec.significant:
+            self._begin_stop(f"significant player {slot.path!r} finished")
 
     def _classify(
         self, slot: _Slot, exc: BaseException | None
@@ -580,33 +1029,222 @@ class Conductor:
             failure = timeout
         return failure, fatal
 
-    def _on_failure(self, slot: _Slot, failure: Exception) -> None:
+    def _end(
+        self,
+        slot: _Slot,
+        failure: Exception | None,
+        *,
+        report: bool = False,
+        note: str | None = None,
+    ) -> None:
+        """Record how a run of a player ended: DONE, or FAILED (reported or only logged)."""
+        now = trio.current_time()
+        if failure is None:
+            move(slot, _S.DONE)
+            if logger.isEnabledFor(_INFO):
+                logger.info("player %s stopped", slot.path, extra={"path": slot.path})
+            if self._hook is not None:
+                self._emit(events.Stopped(path=slot.path, time=now))
+            return
         move(slot, _S.FAILED)
         slot.last_error = failure
-        self._failures.append((slot.path, failure))
+        if report:
+            self._failures.append((slot.path, failure))
         if logger.isEnabledFor(logging.ERROR):
             logger.error(
-                "player %s failed: %r",
+                "player %s failed%s: %r",
                 slot.path,
+                f" {note}" if note else "",
                 failure,
                 exc_info=failure,
                 extra={"path": slot.path},
             )
-        if self._phase == _Phase.STARTING and not slot.started_flag:
-            self._begin_stop(f"player {slot.path!r} failed to start")
-        else:
-            self._begin_stop(f"player {slot.path!r} failed")
+        if self._hook is not None:
+            self._emit(events.Failed(path=slot.path, time=now, error=failure, handled=False))
 
-    def _error(self) -> ConductorError:
-        leaves: list[Exception] = []
-        paths: dict[int, str] = {}
-        for path, exc in self._failures:
-            if not isinstance(exc, ConductorError):
-                _add_note(exc, path_note(path))
-                paths[id(exc)] = path
-            leaves.append(exc)
-        names = ", ".join(path for path, _ in self._failures)
-        return ConductorError(f"conductor {self._path!r} failed: {names}", leaves, paths=paths)
+    def _answer_waiter(self, slot: _Slot, failure: Exception | None) -> None:
+        """An added, removed or restarted player ended: tell its caller, not the tree."""
+        waiter = slot.waiter
+        slot.waiter = None
+        removing, slot.removing = slot.removing, False
+        if failure is None and not removing:
+            failure = RuntimeError(
+                f"conductor {self._path!r} stopped before player {slot.path!r} was started"
+                if slot.stop_requested
+                else f"player {slot.path!r} ended before it was started"
+            )
+        self._end(slot, failure, note="(raised to the caller)")
+        if waiter is not None:
+            waiter.error = failure
+            waiter.done.set()
+            if waiter.drop:
+                self._drop(slot)
+
+    def _wants_restart(self, slot: _Slot, failure: Exception | None) -> bool:
+        policy = slot.spec.restart
+        if policy is _NEVER:
+            return False
+        if slot.in_sequence and not slot.started_flag and self._phase == _Phase.STARTING:
+            return False  # a start failure in the conductor's own start: roll back
+        return policy is _ALWAYS or failure is not None
+
+    def _restart(self, slot: _Slot, failure: Exception | None) -> None:
+        """Restart a player that ended, as its policy asks, within the restart intensity."""
+        now = trio.current_time()
+        if not self._window.allow(now):
+            self._exceeded(slot, failure, now)
+            return
+        if failure is None:
+            move(slot, _S.DONE)
+        else:
+            move(slot, _S.FAILED)
+            slot.last_error = failure
+            if logger.isEnabledFor(logging.WARNING):
+                logger.warning(
+                    "player %s failed and will be restarted: %r",
+                    slot.path,
+                    failure,
+                    exc_info=failure,
+                    extra={"path": slot.path},
+                )
+            if self._hook is not None:
+                self._emit(events.Failed(path=slot.path, time=now, error=failure, handled=True))
+        delay = self._backoff_delay(slot, now)
+        if self._strategy == "one_for_one":
+            self._schedule(slot, delay, now)
+        elif self._phase == _Phase.STARTING:
+            self._group_pending.append((slot, delay))
+        else:
+            self._begin_group(slot, delay)
+
+    def _exceeded(self, slot: _Slot, failure: Exception | None, now: float) -> None:
+        max_restarts, period = self._max_restarts, self._period
+        if failure is None:
+            failure = TooManyRestarts(slot.path, max_restarts, period)
+        else:
+            _add_note(
+                failure,
+                f"the restart limit was exceeded: more than {max_restarts} restarts"
+                f" within {period:g} s",
+            )
+        if self._hook is not None:
+            self._emit(
+                events.RestartLimitExceeded(
+                    path=slot.path, time=now, max_restarts=max_restarts, period=period
+                )
+            )
+        self._end(slot, failure, report=True)
+        self._begin_stop(f"player {slot.path!r} exceeded the restart limit")
+
+    def _backoff_delay(self, slot: _Slot, now: float) -> float:
+        backoff = slot.spec.backoff
+        if backoff is None:
+            return 0.0
+        started_at = slot.started_at
+        if started_at is not None and now - started_at >= backoff.reset_after:
+            slot.backoff_step = 0
+        step = slot.backoff_step
+        if backoff.nominal(step) < backoff.maximum:
+            slot.backoff_step = step + 1
+        return backoff.delay(step, self._random)
+
+    def _schedule(self, slot: _Slot, delay: float, now: float) -> None:
+        """Restart one player after *delay* (one_for_one)."""
+        slot.restarts += 1
+        self._restarts += 1
+        self._log_restart(slot, delay, now, slot.restarts)
+        if delay > 0:
+            move(slot, _S.BACKOFF)
+            self._set_timer(slot, now + delay)
+        else:
+            self._respawn(slot, count=False)
+
+    def _log_restart(self, slot: _Slot, delay: float, now: float, restarts: int) -> None:
+        if logger.isEnabledFor(_INFO):
+            logger.info(
+                "player %s restarting in %g s (restart %d)",
+                slot.path,
+                delay,
+                restarts,
+                extra={"path": slot.path},
+            )
+        if self._hook is not None:
+            self._emit(events.Restarting(path=slot.path, time=now, delay=delay, restarts=restarts))
+
+    def _cancel_backoff(self, slot: _Slot) -> None:
+        if slot.state is _S.BACKOFF:
+            self._clear_timer(slot)
+            move(slot, _S.DONE)
+
+    # -- group restarts (one_for_all, rest_for_one) -----------------------------------------
+
+    def _begin_group(self, failed: _Slot, delay: float) -> None:
+        """Restart *failed* with its siblings: stop them in reverse order, then start again."""
+        if self._phase >= _Phase.STOPPING:
+            return
+        everyone = self._strategy == "one_for_all"
+        members = {
+            slot
+            for slot in self._slots
+            if slot.alive and not slot.removing and (everyone or slot.order > failed.order)
+        }
+        members.add(failed)
+        self._log_restart(failed, delay, trio.current_time(), failed.restarts + 1)
+        group = self._group
+        if group is None:
+            self._group = _Group(failed, members, delay)
+        else:  # a failure during a group restart: one bigger group, stopped again
+            group.members |= members
+            group.failed = failed
+            group.delay = delay
+            group.phase = _Group.STOPPING
+            group.started.clear()
+        self._group_advance()
+
+    def _group_advance(self) -> None:
+        """Take the group restart one step further: stop, wait, or start the next member."""
+        group = self._group
+        if group is None:
+            return
+        if group.phase == _Group.STOPPING and not self._group_stop_step(group):
+            return
+        if group.phase == _Group.STARTING:
+            self._group_start_step(group)
+
+    def _group_stop_step(self, group: _Group) -> bool:
+        """Stop the latest-started member still alive; True once all are gone, no backoff."""
+        alive = [slot for slot in group.members if slot.alive]
+        if alive:
+            last = max(alive, key=_by_order)
+            if not last.stop_requested:
+                reason = f"restarting with player {group.failed.path!r} ({self._strategy})"
+                self._stop_slot(last, trio.current_time(), reason)
+            return False
+        if group.delay > 0:
+            group.phase = _Group.BACKOFF
+            for slot in group.members:
+                if slot.state is not _S.BACKOFF and (
+                    slot.spec.restart is not _NEVER or slot is group.failed
+                ):
+                    move(slot, _S.BACKOFF)
+            self._set_timer(group.failed, trio.current_time() + group.delay)
+            return False
+        group.phase = _Group.STARTING
+        return True
+
+    def _group_start_step(self, group: _Group) -> None:
+        """Start the next member, in start order; end the group restart after the last."""
+        for slot in sorted(group.members, key=_by_order):
+            if slot in group.started:
+                continue
+            group.started.add(slot)
+            if slot.spec.restart is _NEVER and slot is not group.failed:
+                continue  # OTP temporary child: not started again
+            self._respawn(slot, count=True)
+            slot.in_sequence = True
+            return
+        self._group = None
+        self._maybe_done()
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -617,28 +1255,33 @@ class Conductor:
     def _begin_stop(self, reason: str | None, *, force: bool = False) -> None:
         if self._phase >= _Phase.STOPPING:
             if force and self._phase == _Phase.STOPPING and not self._force:
-                self._force = True
                 self._hard_stop_all(reason or "stop forced")
             return
-        self._phase = _Phase.STOPPING
-        self._stop_reason = reason
+        self._enter_stopping(reason)
         self._force = force
-        for slot in self._slots[self._next_start :]:
-            if slot.state is _S.STARTING:
-                move(slot, _S.DONE)  # never started: nothing to stop
-        for hook in self._stop_hooks:
-            hook(reason)
         if self._parallel or force:
             now = trio.current_time()
             for slot in reversed(self._slots):
                 if slot.alive:
-                    self._stop_slot(slot, now)
+                    self._stop_slot(slot, now, reason)
         else:
-            self._stop_cursor = self._next_start - 1
+            self._stop_cursor = len(self._slots) - 1
             self._stop_next()
-        if self._live == 0:
-            self._phase = _Phase.DONE
-            self._wake()
+        self._maybe_done()
+
+    def _enter_stopping(self, reason: str | None) -> None:
+        """Move the run to STOPPING: nothing more is started or restarted."""
+        self._phase = _Phase.STOPPING
+        self._stop_reason = reason
+        self._group = None
+        self._group_pending.clear()
+        for slot in self._slots:
+            if slot.state is _S.BACKOFF:
+                self._cancel_backoff(slot)
+            elif slot.state is _S.STARTING and not slot.alive:
+                move(slot, _S.DONE)  # never started: nothing to stop
+        for hook in self._stop_hooks:
+            hook(reason)
 
     def _stop_next(self) -> None:
         """Stop the latest-started player still alive; the others wait for it to be gone."""
@@ -648,79 +1291,77 @@ class Conductor:
             slot = slots[cursor]
             if slot.alive:
                 if not slot.stop_requested:
-                    self._stop_slot(slot, trio.current_time())
+                    self._stop_slot(slot, trio.current_time(), self._stop_reason)
                 break
             cursor -= 1
         self._stop_cursor = cursor
 
-    def _stop_slot(self, slot: _Slot, now: float) -> None:
+    def _stop_slot(self, slot: _Slot, now: float, reason: str | None) -> None:
         """Begin the stop of one player: its soft phase if it subscribed, else a hard cancel."""
+        slot.stop_requested = True
+        slot.stop_reason = reason
         if not slot.begun and not self._force:
             # Its task has not taken its first step, so it could not yet have asked for its
             # token: decide once it has (see _play).
             slot.stop_pending = True
-            slot.stop_requested = True
             return
-        slot.stop_requested = True
         if slot.state is not _S.STOPPING:
             move(slot, _S.STOPPING)
         token = slot.token
-        if token is not None and not self._force and not slot.hard:
-            grace = self._grace_of(slot)
-            deadline = now + grace
-            if logger.isEnabledFor(_INFO):
-                logger.info(
-                    "player %s stopping, with %g s to finish",
-                    slot.path,
-                    grace,
-                    extra={"path": slot.path},
-                )
-            token._request(self._stop_reason, deadline)
-            if deadline < _INF:
-                self._set_timer(slot, deadline)
-        else:
+        if token is None or self._force or slot.hard:
             self._hard_cancel(slot, now)
+            return
+        grace = self._grace_of(slot)
+        deadline = now + grace
+        if logger.isEnabledFor(_INFO):
+            logger.info(
+                "player %s stopping, with %g s to finish",
+                slot.path,
+                grace,
+                extra={"path": slot.path},
+            )
+        if self._hook is not None:
+            self._emit(events.Stopping(path=slot.path, time=now, reason=reason, deadline=deadline))
+        token._request(reason, deadline)
+        if deadline < _INF:
+            self._set_timer(slot, deadline)
 
     def _hard_cancel(self, slot: _Slot, now: float) -> None:
         if slot.hard:
             return
         slot.hard = True
         slot.stop_requested = True
+        if slot.stop_reason is None:
+            slot.stop_reason = self._stop_reason
         if slot.state is _S.STARTING or slot.state is _S.RUNNING:
             move(slot, _S.STOPPING)
-        reason = self._stop_reason
+        reason = slot.stop_reason
         slot.scope.cancel(
             f"conductor {self._path!r} stopped player {slot.path!r}"
             + (f": {reason}" if reason else "")
         )
+        if self._hook is not None and slot.token is None:
+            self._emit(events.Stopping(path=slot.path, time=now, reason=reason, deadline=now))
         if slot.token is not None:  # after the cancel, so that a waiter wakes up cancelled
             slot.token._request(reason, now)
         if slot.child is None:
             grace = self._grace_of(slot)
             if grace < _INF:
                 self._set_timer(slot, now + grace)
-        elif slot.timer != _INF:
-            slot.timer = _INF
-            self._timed.discard(slot)
+        else:
+            self._clear_timer(slot)
 
     def _hard_stop_all(self, reason: str) -> None:
         """Cancel every player at once (forced stop, outer cancellation, KeyboardInterrupt)."""
         self._shield = True
         if self._phase < _Phase.STOPPING:
-            self._phase = _Phase.STOPPING
-            self._stop_reason = reason
-            for slot in self._slots[self._next_start :]:
-                if slot.state is _S.STARTING:
-                    move(slot, _S.DONE)
-            for hook in self._stop_hooks:
-                hook(reason)
+            self._enter_stopping(reason)
         self._force = True
         now = trio.current_time()
         for slot in reversed(self._slots):
             if slot.alive:
                 self._hard_cancel(slot, now)
-        if self._live == 0:
-            self._phase = _Phase.DONE
+        self._maybe_done()
         self._wake()
 
     def _grace_of(self, slot: _Slot) -> float:
@@ -738,6 +1379,19 @@ class Conductor:
             return 0.0
         return max(graces) if self._parallel else sum(graces)
 
+    # -- errors and diagnostics -------------------------------------------------------------
+
+    def _make_error(self) -> ConductorError:
+        leaves: list[Exception] = []
+        paths: dict[int, str] = {}
+        for path, exc in self._failures:
+            if not isinstance(exc, ConductorError):
+                _add_note(exc, path_note(path))
+                paths[id(exc)] = path
+            leaves.append(exc)
+        names = ", ".join(path for path, _ in self._failures)
+        return ConductorError(f"conductor {self._path!r} failed: {names}", leaves, paths=paths)
+
     def _report_straggler(self, slot: _Slot) -> None:
         slot.straggler = True
         stuck = self._where_stuck(slot)
@@ -748,6 +1402,10 @@ class Conductor:
             "\n".join(stuck) or "  (no await frames: blocking code?)",
             extra={"path": slot.path},
         )
+        if self._hook is not None:
+            self._emit(
+                events.Straggling(path=slot.path, time=trio.current_time(), where=tuple(stuck))
+            )
 
     def _task_of(self, slot: _Slot) -> trio.lowlevel.Task | None:
         if self._nursery is None:
@@ -774,97 +1432,8 @@ class Conductor:
         return found
 
 
-@asynccontextmanager
-async def open_conductor(
-    players: Mapping[str, Callable[..., Awaitable[object]] | PlayerSpec] | None = None,
-    *,
-    name: str = "conductor",
-    grace: float = 5.0,
-    stop_order: Literal["sequential", "parallel"] = "sequential",
-) -> AsyncGenerator[Conductor, None]:
-    """Run players around a block: started (ready) before it, stopped gracefully after it.
-
-    If a player fails while the block runs, the block is cancelled and the failure is raised
-    as a :class:`ConductorError`. An exception from the block stops the players gracefully
-    and propagates as it is; if the players failed too, both are raised together in a
-    :class:`BaseExceptionGroup`. It takes the same arguments as :class:`Conductor`.
-
-    Example::
-
-        async with orchestra.open_conductor({"db": db_pool, "cache": cache}) as conductor:
-            await serve_requests()
-    """
-    conductor = Conductor(players, name=name, grace=grace, stop_order=stop_order)
-    block = _Block(conductor)
-    start_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            await nursery.start(block.supervise)
-        except BaseException as exc:  # noqa: BLE001 - raised below, outside the nursery's group
-            start_error = exc
-        else:
-            try:
-                with block.body:
-                    yield conductor
-            except BaseException as exc:  # noqa: BLE001 - raised by raise_outcome(), after the stop
-                block.body_error = exc
-                reason = f"the open_conductor block raised {type(exc).__name__}"
-                conductor.stop(reason, force=not isinstance(exc, Exception))
-            else:
-                conductor.stop("the open_conductor block exited")
-    if start_error is not None:
-        raise start_error
-    block.raise_outcome()
+_random_type = random.Random
 
 
-@final
-class _Block:
-    """The state of one ``open_conductor`` block: the body's scope and both outcomes."""
-
-    def __init__(self, conductor: Conductor) -> None:
-        self.conductor = conductor
-        self.body = trio.CancelScope()
-        self.body_error: BaseException | None = None
-        self.failure: BaseException | None = None
-
-    async def supervise(self, *, task_status: trio.TaskStatus[Conductor]) -> None:
-        """Run the conductor; a failure after the start cancels the body instead of the nursery."""
-        started = False
-
-        def report(conductor: Conductor) -> None:
-            nonlocal started
-            started = True
-            task_status.started(conductor)
-
-        try:
-            await self.conductor(task_status=_CallbackStatus(report))
-        except BaseException as exc:
-            if not started or isinstance(exc, trio.Cancelled):
-                raise  # a start failure (nursery.start raises it) or the outer cancellation
-            self.failure = exc
-            self.body.cancel("a player of the conductor failed")
-
-    def raise_outcome(self) -> None:
-        """Raise what the block should: the failure, the body's error, or both together."""
-        failure, body_error = self.failure, self.body_error
-        if body_error is not None and not isinstance(body_error, Exception):
-            raise body_error  # KeyboardInterrupt, SystemExit, the outer cancellation
-        if failure is not None and body_error is not None:
-            msg = "the open_conductor block and its players failed"
-            raise BaseExceptionGroup(msg, [body_error, failure])
-        if failure is not None:
-            raise failure
-        if body_error is not None:
-            raise body_error
-
-
-@final
-class _CallbackStatus:
-    """A ``task_status`` that calls a function: lets a wrapper see when the start ends."""
-
-    def __init__(self, callback: Callable[[Conductor], object]) -> None:
-        self._callback = callback
-
-    def started(self, value: Conductor | None = None) -> None:
-        if value is not None:
-            self._callback(value)
+def _by_order(slot: _Slot) -> int:
+    return slot.order

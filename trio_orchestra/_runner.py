@@ -45,9 +45,9 @@ def as_conductor(
     if isinstance(player, Conductor):
         if grace is None or grace == player.grace:
             return player
-        return Conductor(
-            player.players, name=player.name, grace=grace, stop_order=player.stop_order
-        )
+        options = player._options()
+        options["grace"] = grace
+        return Conductor(player.players, **options)  # type: ignore[arg-type]
     spec = as_spec(player, "the player to run")
     name = getattr(spec.fn, "__name__", None) or describe(spec.fn)
     name = name.replace("/", "_").strip("<>") or "player"

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import math
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, final
 
 import attrs
+
+from ._checks import check_time, check_type
+from ._supervision import DEFAULT_BACKOFF, Backoff, Restart
 
 __all__ = ["PlayerSpec", "as_spec", "check_time", "check_type", "describe", "wants_task_status"]
 
@@ -66,25 +68,6 @@ def wants_task_status(fn: object) -> bool:
     return found
 
 
-def check_time(value: object, what: str, where: str, *, allow_none: bool = False) -> None:
-    """Raise if *value* is not a usable number of seconds (``TypeError``/``ValueError``)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{where}: {what} must be a number of seconds, not {type(value).__name__}"
-        raise TypeError(msg)
-    if math.isnan(value) or value < 0:
-        msg = f"{where}: {what} must be zero or more seconds, not {value!r}"
-        raise ValueError(msg)
-
-
-def check_type(value: object, kind: type | tuple[type, ...], what: str, wanted: str) -> None:
-    """Raise ``TypeError`` saying that *what* must be *wanted*, unless *value* is a *kind*."""
-    if not isinstance(value, kind):
-        msg = f"{what} must be {wanted}, not {type(value).__name__}"
-        raise TypeError(msg)
-
-
 def _check_callable(fn: object, where: str) -> None:
     if not callable(fn):
         msg = f"{where}: a player must be an async callable, not {type(fn).__name__}"
@@ -107,38 +90,55 @@ class PlayerSpec:
         *args: positional arguments bound to *fn*.
         grace: seconds of soft phase when it is stopped (``None``: its conductor's ``grace``;
             for a nested conductor, its own stop budget).
+        restart: when to start it again after it ends (:class:`Restart`; default ``NEVER``).
         significant: when it returns normally, its conductor stops the others and returns
-            (a batch "main" player).
+            (a batch "main" player; OTP's ``significant`` child). Not with ``Restart.ALWAYS``.
         start_timeout: seconds it may take to call ``task_status.started()``, after which it
             fails to start with :class:`StartTimeout`. Only for players that take
             ``task_status``: a plain player cannot fail to start.
+        backoff: the delays between its restarts (:class:`Backoff`; ``None`` restarts at
+            once). Only used when ``restart`` restarts it.
 
     Example::
 
         orchestra.PlayerSpec(worker, queue, grace=30)
         orchestra.PlayerSpec(migrate, significant=True)
+        orchestra.PlayerSpec(consume, restart=orchestra.Restart.ON_FAILURE)
     """
 
     fn: Callable[..., Awaitable[object]]
     args: tuple[Any, ...]
     grace: float | None
+    restart: Restart
     significant: bool
     start_timeout: float | None
+    backoff: Backoff | None
     takes_task_status: bool = attrs.field(repr=False)
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the options are keyword-only and each is documented
         self,
         fn: Callable[..., Awaitable[object]],
         *args: Any,  # noqa: ANN401 - bound to fn, typed by the caller's fn
         grace: float | None = None,
+        restart: Restart = Restart.NEVER,
         significant: bool = False,
         start_timeout: float | None = None,
+        backoff: Backoff | None = DEFAULT_BACKOFF,
     ) -> None:
         where = f"PlayerSpec({describe(fn)})"
         _check_callable(fn, where)
         check_time(grace, "grace", where, allow_none=True)
         check_time(start_timeout, "start_timeout", where, allow_none=True)
+        check_type(restart, Restart, f"{where}: restart", "a Restart")
         check_type(significant, bool, f"{where}: significant", "a bool")
+        if backoff is not None:
+            check_type(backoff, Backoff, f"{where}: backoff", "a Backoff or None")
+        if significant and restart is Restart.ALWAYS:
+            msg = (
+                f"{where}: a significant player cannot have Restart.ALWAYS,"
+                " since its normal return must end the conductor"
+            )
+            raise ValueError(msg)
         takes = wants_task_status(fn)
         if start_timeout is not None and not takes:
             msg = (
@@ -147,7 +147,7 @@ class PlayerSpec:
             )
             raise ValueError(msg)
         self.__attrs_init__(  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
-            fn, args, grace, significant, start_timeout, takes
+            fn, args, grace, restart, significant, start_timeout, backoff, takes
         )
 
 

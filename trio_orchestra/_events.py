@@ -1,0 +1,141 @@
+"""Typed, frozen lifecycle events, for a conductor's ``on_event`` hook.
+
+Why this module: logs are for people, events are for programs (metrics, tests, dashboards).
+Each event is an immutable attrs value that names the player's full path and the Trio time it
+happened at. The same moments are logged under the ``trio_orchestra`` logger.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+import attrs
+
+__all__ = [
+    "Event",
+    "Failed",
+    "Ready",
+    "RestartLimitExceeded",
+    "Restarting",
+    "Started",
+    "Stopped",
+    "Stopping",
+    "Straggling",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Something that happened to the player at ``path``, at Trio time ``time``.
+
+    Example::
+
+        def on_event(event: orchestra.events.Event) -> None:
+            if isinstance(event, orchestra.events.Failed):
+                failures.labels(event.path).inc()
+    """
+
+    path: str
+    time: float
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Started(Event):
+    """The player's task was spawned (a first start or a restart).
+
+    Example::
+
+        Started(path="app/db", time=0.0)
+    """
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Ready(Event):
+    """The player is started: it called ``task_status.started()``, or began to run.
+
+    Example::
+
+        Ready(path="app/db", time=1.5)
+    """
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Stopping(Event):
+    """A stop of the player began; it has until ``deadline`` (``time`` for a hard cancel).
+
+    Example::
+
+        Stopping(path="app/web", time=10.0, reason="deploy", deadline=15.0)
+    """
+
+    reason: str | None
+    deadline: float
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Stopped(Event):
+    """The player returned, or was cancelled, without a failure.
+
+    Example::
+
+        Stopped(path="app/web", time=12.0)
+    """
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Failed(Event):
+    """The player raised (or failed to start). ``handled``: a restart was scheduled for it.
+
+    Example::
+
+        Failed(path="app/jobs", time=3.0, error=ValueError("bad row"), handled=True)
+    """
+
+    error: BaseException
+    handled: bool
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Restarting(Event):
+    """The player will be started again after ``delay`` seconds (its ``restarts``-th restart).
+
+    Example::
+
+        Restarting(path="app/jobs", time=3.0, delay=0.5, restarts=1)
+    """
+
+    delay: float
+    restarts: int
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Straggling(Event):
+    """The player is still running its grace after its hard cancel; ``where`` it is stuck.
+
+    Example::
+
+        Straggling(path="app/web", time=20.0, where=("app.py:12 in serve",))
+    """
+
+    where: tuple[str, ...]
+
+
+@final
+@attrs.frozen(kw_only=True)
+class RestartLimitExceeded(Event):
+    """The player needed more than ``max_restarts`` restarts within ``period``: escalation.
+
+    Example::
+
+        RestartLimitExceeded(path="app/jobs", time=9.0, max_restarts=5, period=60.0)
+    """
+
+    max_restarts: int
+    period: float

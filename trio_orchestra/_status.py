@@ -1,0 +1,77 @@
+"""Introspection values: the status tree and a conductor's statistics, as frozen snapshots.
+
+Why this module: whatever renders a tree (the health endpoint, the demo, a test) should get an
+immutable snapshot, never live state it could corrupt or that changes while it reads.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator, Mapping
+from typing import final
+
+import attrs
+
+from ._lifecycle import PlayerState
+
+__all__ = ["ConductorStatistics", "PlayerStatus"]
+
+
+def _no_children() -> Mapping[str, PlayerStatus]:
+    return types.MappingProxyType({})
+
+
+@final
+@attrs.frozen(kw_only=True)
+class PlayerStatus:
+    """One node of :meth:`Conductor.status`: a player (or conductor) and its children.
+
+    Attributes:
+        path: the full path, e.g. ``"app/db/pool"``.
+        state: its :class:`PlayerState`.
+        restarts: how many times it was restarted in its conductor's current (or last) run.
+        last_error: the last exception it raised (also a handled one), or ``None``.
+        started_at: the :func:`trio.current_time` it last became started, or ``None``.
+        children: a read-only mapping from name to node, in start order (empty for a leaf;
+            a nested conductor's players).
+
+    Example::
+
+        for node in conductor.status().walk():
+            print(node.path, node.state.name, node.restarts)
+    """
+
+    path: str
+    state: PlayerState
+    restarts: int = 0
+    last_error: BaseException | None = None
+    started_at: float | None = None
+    children: Mapping[str, PlayerStatus] = attrs.field(factory=_no_children, repr=False)
+
+    def walk(self) -> Iterator[PlayerStatus]:
+        """Yield this node, then every node below it, depth first, in start order."""
+        yield self
+        for child in self.children.values():
+            yield from child.walk()
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ConductorStatistics:
+    """Counts for one conductor (not its nested ones), from :meth:`Conductor.statistics`.
+
+    Example::
+
+        stats = conductor.statistics()
+        assert stats.running == stats.players
+    """
+
+    players: int
+    starting: int
+    running: int
+    stopping: int
+    backoff: int
+    done: int
+    failed: int
+    restarts: int
+    recent_restarts: int
