@@ -791,3 +791,16 @@ async def test_open_conductor_raises_a_start_failure(
 def test_infinite_grace_is_allowed() -> None:
     """grace=inf means wait as long as it takes."""
     assert orchestra.Conductor(grace=math.inf).grace == math.inf
+
+
+async def test_a_busy_scheduler_does_not_make_stragglers(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """Players cancelled in the same round as a late timer are not taken for stragglers."""
+    players = {f"p{i}": partial(plain, journal, f"p{i}") for i in range(50)}
+    conductor = orchestra.Conductor(players, grace=1, stop_order="parallel")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conductor)
+        conductor.stop()
+        autojump_clock.jump(10)  # the stop took longer than the grace: a busy scheduler
+    assert journal.events.count("p7 cancelled") == 1  # and no StopTimeout was raised

@@ -774,6 +774,9 @@ class Conductor:
                 break
             await self._park()
             if self._wake_at <= trio.current_time():
+                # First let the tasks woken together with us run: a player that is only
+                # waiting for its turn in a busy scheduler is no straggler.
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 self._fire_timers()
         if not reported and self._fatal is None and self._cancelled is None and not self._failures:
             task_status.started(self)  # a stop cut the start short: nursery.start returns
