@@ -19,7 +19,6 @@ import trio
 from ._conductor import Conductor
 from ._events import Event
 from ._spec import PlayerSpec
-from ._supervision import Strategy
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
@@ -34,7 +33,7 @@ async def open_conductor(  # noqa: PLR0913 - the Conductor's options
     name: str = "conductor",
     grace: float = 5.0,
     stop_order: Literal["sequential", "parallel"] = "sequential",
-    strategy: Strategy = "one_for_one",
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one",
     max_restarts: int = 5,
     period: float = 60.0,
     random: Random | None = None,

@@ -341,7 +341,7 @@ class Conductor:
         name: str = "conductor",
         grace: float = 5.0,
         stop_order: Literal["sequential", "parallel"] = "sequential",
-        strategy: Strategy = "one_for_one",
+        strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one",
         max_restarts: int = 5,
         period: float = 60.0,
         random: random.Random | None = None,
@@ -416,7 +416,7 @@ class Conductor:
         return "parallel" if self._parallel else "sequential"
 
     @property
-    def strategy(self) -> Strategy:
+    def strategy(self) -> Literal["one_for_one", "one_for_all", "rest_for_one"]:
         """``"one_for_one"``, ``"one_for_all"`` or ``"rest_for_one"``."""
         return self._strategy
 
