@@ -1,0 +1,100 @@
+"""The testing kit and its pytest plugin (contract s. 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+import trio.testing
+
+import trio_orchestra as orchestra
+from trio_orchestra.testing import BackgroundRun, ScriptedPlayer, assert_failures, background
+
+ON_FAILURE = orchestra.Restart.ON_FAILURE
+ONE_SECOND = orchestra.Backoff(initial=1, jitter=0)
+
+
+async def test_a_scripted_player_fails_recovers_and_counts_its_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """fail() makes the current run raise; the restarted run is counted and timed."""
+    player = ScriptedPlayer(ready_after=2)
+    conductor = orchestra.Conductor(
+        {"p": orchestra.PlayerSpec(player, restart=ON_FAILURE, backoff=ONE_SECOND)}, name="app"
+    )
+    async with background(conductor) as run:
+        await player.wait_runs(1)
+        player.fail(ValueError("boom"))
+        await player.wait_runs(2)
+        assert (player.runs, player.started_times) == (2, [2, 5])  # 2 + 1 backoff + 2 ready
+        assert await run.stop("bye") is None
+    assert player.stop_reasons == ["bye"]
+
+
+async def test_a_scripted_player_finishes_and_fails_to_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """finish() returns; fail_at_start makes the start fail, raised when entering the block."""
+    done = ScriptedPlayer()
+    async with background(orchestra.Conductor({"d": done})) as run:
+        done.finish()
+        assert await run.wait_stopped() is None  # its only player is done
+    broken = ScriptedPlayer(fail_at_start=OSError("port"))
+    with pytest.raises(orchestra.ConductorError) as info:
+        async with background(orchestra.Conductor({"b": broken}, name="app")):
+            pytest.fail("the block must not run")
+    assert_failures(info.value, {"app/b": OSError})
+
+
+async def test_misbehaving_on_stop(autojump_clock: trio.testing.MockClock) -> None:
+    """ignore_soft_stop waits for the hard cancel; hang_on_stop straggles; fail_on_stop raises."""
+    deaf = ScriptedPlayer(ignore_soft_stop=True)
+    hung = ScriptedPlayer(hang_on_stop=10)
+    angry = ScriptedPlayer(fail_on_stop=KeyError("k"))
+    conductor = orchestra.Conductor(
+        {"deaf": deaf, "hung": hung, "angry": angry}, name="app", grace=2
+    )
+    async with background(conductor) as run:
+        error = await run.stop()
+    assert_failures(error, {"app/angry": KeyError, "app/hung": orchestra.StopTimeout})
+    # Reverse order: angry raises at 0; hung hangs 10 s, hard-cancelled at 2, a straggler
+    # from 4, gone at 10; deaf ignores its soft phase and is cancelled at 10 + 2.
+    assert trio.current_time() == 12
+
+
+async def test_an_unread_failure_is_raised_when_the_block_exits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A failure nobody read with wait_stopped() comes out of the block, unwrapped."""
+    player = ScriptedPlayer()
+
+    async def fail_and_leave() -> None:
+        async with background(orchestra.Conductor({"p": player})):
+            player.fail(ValueError("unread"))
+            await trio.sleep(1)
+
+    with pytest.raises(orchestra.ConductorError):
+        await fail_and_leave()
+
+
+def test_assert_failures_says_what_differs() -> None:
+    """assert_failures names the paths and types it expected and what it got."""
+    with pytest.raises(AssertionError, match=r"^expected a ConductorError failing at \['a'\]"):
+        assert_failures(None, {"a": ValueError})
+    error = orchestra.ConductorError("x", [ValueError(1)], paths={})
+    with pytest.raises(AssertionError, match=r"^expected failures at \['a'\], got \[\]$"):
+        assert_failures(error, {"a": ValueError})
+
+
+async def test_the_plugin_fixtures(
+    autojump_clock: trio.testing.MockClock,
+    start_conductor: Callable[[orchestra.Conductor], Awaitable[BackgroundRun]],
+    scripted_player: Callable[..., ScriptedPlayer],
+) -> None:
+    """start_conductor runs a conductor until the test ends; scripted_player makes players."""
+    player = scripted_player(ready_after=3)
+    run = await start_conductor(orchestra.Conductor({"p": player}))
+    assert trio.current_time() == 3
+    assert run.running
+    assert run.conductor.statistics().running == 1
