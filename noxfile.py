@@ -87,3 +87,11 @@ def demo(session: nox.Session) -> None:
     # Ctrl-C reaches the demo directly from the terminal: let it stop at its own pace instead
     # of nox's default of SIGTERM after 0.3 s (which the demo would take as a second signal).
     session.run("python", "-m", "trio_orchestra", "demo", *session.posargs, interrupt_timeout=None)
+
+
+@nox.session(python=TYPECHECK_PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks against bare Trio (``-- --quick`` for the smoke run CI does)."""
+    session.install("--no-deps", "--force-reinstall", ".")
+    session.install(".")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -48,7 +48,7 @@ from ._errors import ConductorError, StartTimeout, StopTimeout, TooManyRestarts,
 from ._lifecycle import PlayerState, move
 from ._spec import PlayerSpec, as_spec
 from ._status import ConductorStatistics, PlayerStatus
-from ._stop import StopToken, _current_owner
+from ._stop import StopToken, current_owner, supervisors
 from ._supervision import STRATEGIES, Restart, RestartWindow, Strategy
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -622,7 +622,7 @@ class Conductor:
             raise RuntimeError(msg)
         self._running = True
         self._runs += 1
-        owner = _current_owner.get(None)
+        owner = current_owner()
         parent = owner if isinstance(owner, _Slot) and owner.child is None else None
         self._path = parent.path if parent is not None else self._name
         self._reset()
@@ -630,6 +630,8 @@ class Conductor:
         if parent is not None and self._hook is None:
             self._hook = parent.conductor._hook
         escaped: BaseException | None = None
+        task = trio.lowlevel.current_task()
+        supervisors[task] = self
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -638,6 +640,7 @@ class Conductor:
         except BaseException as exc:  # noqa: BLE001 - only cancellation gets here: see below
             escaped = exc
         finally:
+            del supervisors[task]
             self._running = False
             self._nursery = None
             self._task = None
@@ -904,7 +907,6 @@ class Conductor:
 
     async def _play(self, slot: _Slot) -> None:
         """The task of one player: run it in its scope and report how it ended."""
-        _current_owner.set(slot)
         slot.begun = True
         if slot.stop_pending:
             self._deferred.append(slot)
@@ -1409,6 +1411,13 @@ class Conductor:
             self._emit(
                 events.Straggling(path=slot.path, time=trio.current_time(), where=tuple(stuck))
             )
+
+    def _owner_of(self, task: trio.lowlevel.Task) -> _Slot | None:
+        """The player whose task *task* is (a child of this run's nursery), if any."""
+        if task.parent_nursery is not self._nursery or self._nursery is None:
+            return None
+        slot = self._by_name.get(task.name[len(self._path) + 1 :])
+        return slot if slot is not None and slot.alive else None
 
     def _task_of(self, slot: _Slot) -> trio.lowlevel.Task | None:
         if self._nursery is None:

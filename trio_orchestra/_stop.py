@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Protocol, final
 
@@ -21,12 +20,40 @@ __all__ = ["StopToken", "current_stop"]
 
 
 class _TokenOwner(Protocol):
-    """What :func:`current_stop` finds in the context: a player's slot in its conductor."""
+    """What :func:`current_stop` looks for: a player's slot in its conductor."""
 
     def stop_token(self) -> StopToken: ...
 
 
-_current_owner: ContextVar[_TokenOwner] = ContextVar("trio_orchestra.current_player")
+class _Supervisor(Protocol):
+    """A running conductor, as seen from the task tree: it knows its players' tasks."""
+
+    def _owner_of(self, task: trio.lowlevel.Task) -> _TokenOwner | None: ...
+
+
+#: The supervising task of each running conductor -> that conductor. A player is a child task
+#: of its conductor's nursery, so walking up the task tree finds it without any per-player
+#: state (a context variable per player would cost memory and time on every start).
+supervisors: dict[trio.lowlevel.Task, _Supervisor] = {}
+
+
+def current_owner() -> _TokenOwner | None:
+    """The slot of the player whose task, or one of whose descendant tasks, is running."""
+    try:
+        task = trio.lowlevel.current_task()
+    except RuntimeError:
+        return None
+    while True:
+        nursery = task.parent_nursery
+        if nursery is None:
+            return None
+        parent = nursery.parent_task
+        supervisor = supervisors.get(parent)
+        if supervisor is not None:
+            owner = supervisor._owner_of(task)
+            if owner is not None:
+                return owner
+        task = parent
 
 
 @final
@@ -176,7 +203,7 @@ def current_stop() -> StopToken:
             with stop.soft_scope():
                 await serve_forever()
     """
-    owner = _current_owner.get(None)
+    owner = current_owner()
     if owner is None:
         msg = "current_stop() was called outside a player; only code a Conductor runs has one"
         raise RuntimeError(msg)

@@ -1,0 +1,349 @@
+"""Benchmarks: trio_orchestra against bare Trio, measured side by side in one run.
+
+Run ``python3 -m nox -s bench`` (the full run) or ``python3 -m nox -s bench -- --quick`` (the
+smoke run CI does, so the benchmarks cannot rot). Each case times trio_orchestra and its
+bare-Trio baseline interleaved, repetition by repetition, and reports the medians and their
+ratio; the contract's bars (DESIGN.md section 8) are checked and printed beside them. Results
+go to ``benchmarks/results.json`` and ``benchmarks/results.md``.
+
+Logging is turned off while timing: a handled failure is logged at WARNING with its traceback,
+which is what production wants and not what a benchmark of the supervision core measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import trio
+import trio.testing
+
+import trio_orchestra as orchestra
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Result:
+    """One case: the medians of both systems, their ratio, and the bar it must meet."""
+
+    case: str
+    n: int
+    ours: float
+    bare: float
+    unit: str
+    ratio: float
+    bar: str
+    ok: bool
+
+
+# -- the players ----------------------------------------------------------------------------
+
+
+async def idle(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """An idle player with readiness."""
+    task_status.started()
+    await trio.sleep_forever()
+
+
+async def plain_idle() -> None:
+    """An idle plain task."""
+    await trio.sleep_forever()
+
+
+# -- cases ----------------------------------------------------------------------------------
+
+
+def start_stop_bare(n: int) -> float:
+    """Bare Trio: ``nursery.start`` n idle tasks one after another, then cancel them all."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                await nursery.start(idle)
+            nursery.cancel_scope.cancel()
+
+    return _timed(main)
+
+
+def start_stop_ours(n: int, order: str) -> float:
+    """A conductor of n idle players: start them in order to ready, then stop them."""
+    conductor = orchestra.Conductor(
+        {f"p{i}": idle for i in range(n)},
+        stop_order=order,  # type: ignore[arg-type]
+    )
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            conductor.stop()
+
+    return _timed(main)
+
+
+def restarts_bare(k: int) -> float:
+    """Bare Trio: k tasks that fail at once, each spawning the next when it has failed."""
+
+    async def main() -> None:
+        left = k
+
+        async def crash() -> None:
+            raise ValueError
+
+        async def wrapper(nursery: trio.Nursery) -> None:
+            nonlocal left
+            try:
+                await crash()
+            except ValueError:
+                left -= 1
+                if left:
+                    nursery.start_soon(wrapper, nursery)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wrapper, nursery)
+
+    return _timed(main)
+
+
+def restarts_ours(k: int) -> float:
+    """A player that fails at once, restarted k times with no backoff (no intensity limit)."""
+    runs = 0
+    conductor: orchestra.Conductor
+
+    async def crash() -> None:
+        nonlocal runs
+        runs += 1
+        if runs > k:
+            conductor.stop()
+            await trio.sleep_forever()
+        raise ValueError
+
+    conductor = orchestra.Conductor(
+        {"crash": orchestra.PlayerSpec(crash, restart=orchestra.Restart.ON_FAILURE, backoff=None)},
+        max_restarts=k + 1,
+        period=1e-9,
+    )
+    return _timed(conductor)
+
+
+def memory_bare(n: int) -> float:
+    """Bytes per idle task spawned with ``start_soon``."""
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            before = _traced()
+            for _ in range(n):
+                nursery.start_soon(plain_idle)
+            await trio.testing.wait_all_tasks_blocked()  # every task parked in its sleep
+            used = _traced() - before
+            nursery.cancel_scope.cancel()
+        return used / n
+
+    return _measure_memory(main)
+
+
+def memory_ours(n: int) -> float:
+    """Bytes per idle player of a running conductor (the conductor's own state included)."""
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            before = _traced()
+            conductor = orchestra.Conductor({f"p{i}": plain_idle for i in range(n)})
+            await nursery.start(conductor)
+            await trio.testing.wait_all_tasks_blocked()
+            used = _traced() - before
+            conductor.stop()
+        return used / n
+
+    return _measure_memory(main)
+
+
+def idle_steps() -> int:
+    """Task steps taken by a running, idle tree in half a second of real time: must be 0."""
+
+    class Counter(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.steps = 0
+            self.watched: trio.lowlevel.Task | None = None
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task is not self.watched:
+                self.steps += 1
+
+    counter = Counter()
+
+    async def main() -> None:
+        inner = orchestra.Conductor(
+            {"x": orchestra.PlayerSpec(plain_idle, restart=orchestra.Restart.ALWAYS)}
+        )
+        conductor = orchestra.Conductor({"inner": inner, "y": idle})
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            await trio.sleep(0.1)
+            counter.watched = trio.lowlevel.current_task()
+            trio.lowlevel.add_instrument(counter)
+            await trio.sleep(0.5)
+            trio.lowlevel.remove_instrument(counter)
+            conductor.stop()
+
+    trio.run(main)
+    return counter.steps
+
+
+# -- plumbing -------------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    trio.run(fn)  # type: ignore[arg-type]
+    return time.perf_counter() - start
+
+
+def _traced() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def _measure_memory(main: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        return float(trio.run(main))  # type: ignore[arg-type]
+    finally:
+        tracemalloc.stop()
+
+
+def _interleaved(
+    reps: int, ours: Callable[[], float], bare: Callable[[], float]
+) -> tuple[float, float]:
+    ours_times: list[float] = []
+    bare_times: list[float] = []
+    for _ in range(reps):
+        bare_times.append(bare())
+        ours_times.append(ours())
+    return statistics.median(ours_times), statistics.median(bare_times)
+
+
+def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
+    """Run every case; return the results."""
+    sizes = [1000] if quick else [1000, 10_000, 100_000]
+    results: list[Result] = []
+    for gc_on in (True, False):
+        if not gc_on:
+            gc.disable()
+        try:
+            for order in ("sequential", "parallel"):
+                for n in sizes:
+                    reps = 3 if quick else (7 if n < 100_000 else 3)
+                    ours, bare = _interleaved(
+                        reps, lambda n=n, o=order: start_stop_ours(n, o), lambda n=n: start_stop_bare(n)
+                    )
+                    results.append(
+                        Result(
+                            case=f"start+stop, {order} stop, GC {'on' if gc_on else 'off'}",
+                            n=n,
+                            ours=ours / n * 1e6,
+                            bare=bare / n * 1e6,
+                            unit="us/player",
+                            ratio=ours / bare,
+                            bar="<= 1.2x bare",
+                            ok=ours / bare <= 1.2,  # noqa: PLR2004 - the contract's bar
+                        )
+                    )
+        finally:
+            gc.enable()
+    k = 2000 if quick else 100_000
+    ours, bare = _interleaved(3 if quick else 5, lambda: restarts_ours(k), lambda: restarts_bare(k))
+    results.append(
+        Result(
+            case="restart throughput (fail at once, no backoff)",
+            n=k,
+            ours=k / ours,
+            bare=k / bare,
+            unit="restarts/s",
+            ratio=bare / ours,
+            bar=">= 0.5x bare spawn rate",
+            ok=ours <= 2 * bare,
+        )
+    )
+    n = 1000 if quick else 10_000
+    ours_mem = statistics.median(memory_ours(n) for _ in range(3))
+    bare_mem = statistics.median(memory_bare(n) for _ in range(3))
+    results.append(
+        Result(
+            case="memory per idle player",
+            n=n,
+            ours=ours_mem,
+            bare=bare_mem,
+            unit="bytes",
+            ratio=ours_mem / bare_mem,
+            bar="<= 1.75x a bare task",
+            ok=ours_mem <= 1.75 * bare_mem,  # noqa: PLR2004 - the contract's bar
+        )
+    )
+    steps = idle_steps()
+    results.append(
+        Result(
+            case="task steps of an idle tree in 0.5 s",
+            n=3,
+            ours=steps,
+            bare=0,
+            unit="steps",
+            ratio=0.0,
+            bar="0",
+            ok=steps == 0,
+        )
+    )
+    return results
+
+
+def report(results: list[Result], quick: bool) -> str:  # noqa: FBT001 - the command-line switch
+    """Render *results* as a markdown table, with the machine and versions."""
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({platform.processor() or 'cpu'}),"
+        f" CPython {platform.python_version()}, trio {trio.__version__},"
+        f" {'quick smoke run' if quick else 'full run'}.",
+        "",
+        "| case | N | trio_orchestra | bare Trio | unit | ratio | bar | met |",
+        "|---|---:|---:|---:|---|---:|---|---|",
+    ]
+    lines.extend(
+        f"| {r.case} | {r.n} | {r.ours:.2f} | {r.bare:.2f} | {r.unit} | {r.ratio:.2f} | {r.bar}"
+        f" | {'yes' if r.ok else 'NO'} |"
+        for r in results
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    """Parse the options, run, write the results, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (CI)")
+    parser.add_argument("--output", type=Path, default=HERE, help="where to write results")
+    args = parser.parse_args()
+    logging.getLogger("trio_orchestra").setLevel(logging.CRITICAL)
+    results = run(args.quick)
+    table = report(results, args.quick)
+    print(table)  # noqa: T201 - the benchmark's output
+    if not args.quick:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "results.json").write_text(
+            json.dumps([asdict(r) for r in results], indent=2) + "\n"
+        )
+        (args.output / "results.md").write_text(table)
+    # The smoke run only proves the cases still run; a full run fails when a bar is missed.
+    return 0 if args.quick or all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
