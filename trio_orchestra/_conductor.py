@@ -153,6 +153,7 @@ class _Slot:
         "removed",
         "removing",
         "restarts",
+        "run_started",
         "scope",
         "spec",
         "started_at",
@@ -180,6 +181,7 @@ class _Slot:
         self.backoff_step = 0
         self.last_error: BaseException | None = None
         self.started_at: float | None = None
+        self.run_started: float | None = None
         self.tree: Conductor | None = None
         self.removed = False
         self.removing = False
@@ -205,6 +207,7 @@ class _Slot:
         self.scope = trio.CancelScope()
         self.token = None
         self.child = None
+        self.run_started = None
         self.begun = False
         self.started_flag = False
         self.stop_requested = False
@@ -517,6 +520,7 @@ class Conductor:
         """
         self._check_controllable("remove a player")
         slot = self._lookup(name)
+        self._check_free(slot, "remove a player")
         if not slot.alive:
             self._drop(slot)
             await trio.lowlevel.checkpoint()
@@ -546,6 +550,7 @@ class Conductor:
         """
         self._check_controllable("restart a player")
         slot = self._lookup(name)
+        self._check_free(slot, "restart a player")
         waiter = slot.waiter = _Waiter(drop=False)
         if slot.alive:
             slot.manual_restart = True
@@ -705,6 +710,20 @@ class Conductor:
             msg = f"cannot {what}: conductor {self._path!r} is stopping"
             raise RuntimeError(msg)
 
+    def _check_free(self, slot: _Slot, what: str) -> None:
+        """Refuse a second control call on one player, or one during a group restart."""
+        if slot.waiter is not None or slot.manual_restart or slot.removing:
+            msg = (
+                f"cannot {what}: player {slot.path!r} is already being added, removed or restarted"
+            )
+            raise RuntimeError(msg)
+        if self._group is not None:
+            msg = (
+                f"cannot {what}: conductor {self._path!r} is restarting a group of players"
+                f" ({self._strategy}); try again once it is done"
+            )
+            raise RuntimeError(msg)
+
     def _lookup(self, name: str) -> _Slot:
         slot = self._by_name.get(name)
         if slot is None:
@@ -789,7 +808,8 @@ class Conductor:
         deferred, self._deferred = self._deferred, []
         now = trio.current_time()
         for slot in deferred:
-            if slot.alive:
+            if slot.alive and slot.stop_pending:  # not a later run of the same player
+                slot.stop_pending = False
                 self._stop_slot(slot, now, slot.stop_reason)
 
     async def _park(self) -> None:
@@ -842,15 +862,16 @@ class Conductor:
             self._clear_timer(slot)
             if slot.state is _S.BACKOFF:
                 group = self._group
-                if group is not None and group.failed is slot:
+                if group is None:
+                    self._respawn(slot, count=False)
+                elif group.failed is slot and group.phase == _Group.BACKOFF:
                     group.phase = _Group.STARTING
                     self._group_advance()
+            elif slot.state is _S.STOPPING and slot.alive:
+                if slot.hard:
+                    self._report_straggler(slot)
                 else:
-                    self._respawn(slot, count=False)
-            elif not slot.hard:
-                self._hard_cancel(slot, now)
-            else:
-                self._report_straggler(slot)
+                    self._hard_cancel(slot, now)
         self._wake_at = min((slot.timer for slot in self._timed), default=_INF)
 
     def _maybe_done(self) -> None:
@@ -900,8 +921,8 @@ class Conductor:
         if count:
             slot.restarts += 1
             self._restarts += 1
-        slot.renew()
         move(slot, _S.STARTING)
+        slot.renew()
         self._emit_started(slot)
         self._spawn(slot)
 
@@ -932,7 +953,7 @@ class Conductor:
         slot.value = value
         if slot.spec.start_timeout is not None:
             slot.scope.deadline = _INF
-        now = slot.started_at = trio.current_time()
+        now = slot.started_at = slot.run_started = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
         if logger.isEnabledFor(_INFO):
@@ -970,19 +991,28 @@ class Conductor:
             if self._fatal is None:
                 self._fatal = fatal
             self._hard_stop_all(f"player {slot.path!r} raised {type(fatal).__name__}")
-        elif slot.manual_restart and self._phase < _Phase.STOPPING:
+        elif slot.manual_restart and self._phase < _Phase.STOPPING and not slot.straggler:
             slot.manual_restart = False
             self._end(slot, failure, note="while being stopped for a restart")
             self._respawn(slot, count=True)
-        elif slot.waiter is not None and (slot.removing or not slot.started_flag):
+        elif slot.waiter is not None and (
+            slot.removing or slot.manual_restart or not slot.started_flag
+        ):
             self._answer_waiter(slot, failure)
         elif (
             (group := self._group) is not None
             and slot in group.members
-            and (group.phase == _Group.STOPPING and slot is not group.failed)
+            and (
+                group.phase == _Group.STOPPING and slot.stop_requested and slot is not group.failed
+            )
         ):
-            self._end(slot, failure, note="while being stopped for a group restart")
-            self._group_advance()
+            # A straggler's StopTimeout is reported, whatever stopped it.
+            note = "while being stopped for a group restart"
+            self._end(slot, failure, report=slot.straggler, note=note)
+            if slot.straggler:
+                self._begin_stop(f"player {slot.path!r} outlived its hard cancel")
+            else:
+                self._group_advance()
         elif self._phase >= _Phase.STOPPING:
             self._end(slot, failure, report=True)
         elif self._wants_restart(slot, failure):
@@ -1072,18 +1102,20 @@ class Conductor:
         waiter = slot.waiter
         slot.waiter = None
         removing, slot.removing = slot.removing, False
+        slot.manual_restart = False
+        self._end(slot, failure, report=slot.straggler, note="(raised to the caller)")
+        if slot.straggler:
+            self._begin_stop(f"player {slot.path!r} outlived its hard cancel")
+        if waiter is None:
+            return
         if failure is None and not removing:
             failure = RuntimeError(
                 f"conductor {self._path!r} stopped before player {slot.path!r} was started"
-                if slot.stop_requested
-                else f"player {slot.path!r} ended before it was started"
             )
-        self._end(slot, failure, note="(raised to the caller)")
-        if waiter is not None:
-            waiter.error = failure
-            waiter.done.set()
-            if waiter.drop:
-                self._drop(slot)
+        waiter.error = failure
+        waiter.done.set()
+        if waiter.drop:
+            self._drop(slot)
 
     def _wants_restart(self, slot: _Slot, failure: Exception | None) -> bool:
         policy = slot.spec.restart
@@ -1145,8 +1177,8 @@ class Conductor:
         backoff = slot.spec.backoff
         if backoff is None:
             return 0.0
-        started_at = slot.started_at
-        if started_at is not None and now - started_at >= backoff.reset_after:
+        started = slot.run_started  # this run's own start: a failure to start never resets
+        if started is not None and now - started >= backoff.reset_after:
             slot.backoff_step = 0
         step = slot.backoff_step
         if backoff.nominal(step) < backoff.maximum:
@@ -1188,10 +1220,13 @@ class Conductor:
         if self._phase >= _Phase.STOPPING:
             return
         everyone = self._strategy == "one_for_all"
-        members = {
+        members = {  # a player under add/remove/restart belongs to its caller, not the group
             slot
             for slot in self._slots
-            if slot.alive and not slot.removing and (everyone or slot.order > failed.order)
+            if slot.alive
+            and slot.waiter is None
+            and not slot.manual_restart
+            and (everyone or slot.order > failed.order)
         }
         members.add(failed)
         self._log_restart(failed, delay, trio.current_time(), failed.restarts + 1)
@@ -1199,6 +1234,8 @@ class Conductor:
         if group is None:
             self._group = _Group(failed, members, delay)
         else:  # a failure during a group restart: one bigger group, stopped again
+            if group.failed is not failed:
+                self._clear_timer(group.failed)  # the backoff is now the new failure's
             group.members |= members
             group.failed = failed
             group.delay = delay
