@@ -8,7 +8,6 @@ clock.
 
 from __future__ import annotations
 
-
 import pytest
 import trio
 import trio.testing
