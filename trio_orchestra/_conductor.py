@@ -511,7 +511,8 @@ class Conductor:
         tree. A player that is not running (done, failed, in backoff) is just taken out.
 
         Raises:
-            RuntimeError: the conductor is not running, or is stopping.
+            RuntimeError: the conductor is not running, or is stopping, or is restarting a
+                group of players; or the player is already being added, removed or restarted.
             LookupError: it has no player of that name.
 
         Example::
@@ -541,7 +542,8 @@ class Conductor:
         ``task_status.started()``.
 
         Raises:
-            RuntimeError: the conductor is not running, or is stopping.
+            RuntimeError: the conductor is not running, or is stopping, or is restarting a
+                group of players; or the player is already being added, removed or restarted.
             LookupError: it has no player of that name.
 
         Example::
