@@ -519,9 +519,7 @@ class Conductor:
 
             await conductor.remove("worker-3")
         """
-        self._check_controllable("remove a player")
-        slot = self._lookup(name)
-        self._check_free(slot, "remove a player")
+        slot = self._controlled(name, "remove a player")
         if not slot.alive:
             self._drop(slot)
             await trio.lowlevel.checkpoint()
@@ -550,9 +548,7 @@ class Conductor:
 
             await conductor.restart("cache")
         """
-        self._check_controllable("restart a player")
-        slot = self._lookup(name)
-        self._check_free(slot, "restart a player")
+        slot = self._controlled(name, "restart a player")
         waiter = slot.waiter = _Waiter(drop=False)
         if slot.alive:
             slot.manual_restart = True
@@ -712,12 +708,15 @@ class Conductor:
             msg = f"cannot {what}: conductor {self._path!r} is stopping"
             raise RuntimeError(msg)
 
-    def _check_free(self, slot: _Slot, what: str) -> None:
-        """Refuse a second control call on one player, or one during a group restart."""
+    def _controlled(self, name: str, what: str) -> _Slot:
+        """The player *name*, if a control call may take it now; else a clear error."""
+        self._check_controllable(what)
+        slot = self._by_name.get(name)
+        if slot is None:
+            msg = f"conductor {self._path!r} has no player named {name!r}"
+            raise LookupError(msg)
         if slot.waiter is not None or slot.manual_restart or slot.removing:
-            msg = (
-                f"cannot {what}: player {slot.path!r} is already being added, removed or restarted"
-            )
+            msg = f"cannot {what}: player {slot.path!r} is already being added, removed or restarted"
             raise RuntimeError(msg)
         if self._group is not None:
             msg = (
@@ -725,12 +724,6 @@ class Conductor:
                 f" ({self._strategy}); try again once it is done"
             )
             raise RuntimeError(msg)
-
-    def _lookup(self, name: str) -> _Slot:
-        slot = self._by_name.get(name)
-        if slot is None:
-            msg = f"conductor {self._path!r} has no player named {name!r}"
-            raise LookupError(msg)
         return slot
 
     def _drop(self, slot: _Slot) -> None:
