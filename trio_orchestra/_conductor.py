@@ -716,7 +716,9 @@ class Conductor:
             msg = f"conductor {self._path!r} has no player named {name!r}"
             raise LookupError(msg)
         if slot.waiter is not None or slot.manual_restart or slot.removing:
-            msg = f"cannot {what}: player {slot.path!r} is already being added, removed or restarted"
+            msg = (
+                f"cannot {what}: player {slot.path!r} is already being added, removed or restarted"
+            )
             raise RuntimeError(msg)
         if self._group is not None:
             msg = (
