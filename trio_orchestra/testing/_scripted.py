@@ -59,7 +59,7 @@ class ScriptedPlayer:
         self.ignore_soft_stop = ignore_soft_stop
         self.hang_on_stop = hang_on_stop
         self.fail_on_stop = fail_on_stop
-        self.runs = 0
+        self.runs: int = 0
         self.started_times: list[float] = []
         self.stop_reasons: list[str | None] = []
         self._command: tuple[str, BaseException | None] | None = None
