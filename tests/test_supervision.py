@@ -6,6 +6,7 @@ delay asserted exactly on the autojump clock.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import random
@@ -722,3 +723,56 @@ def test_the_default_backoff_meets_the_contract() -> None:
     assert default.factor >= 1.5
     assert 10 * default.initial <= default.maximum <= 60
     assert orchestra.PlayerSpec(trio.sleep_forever).backoff == default
+
+
+async def test_a_restart_at_once_starts_with_fresh_context_variables(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A player restarted with no backoff does not see the context variables of its last run."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="fresh")
+    seen: list[str] = []
+
+    async def sets_then_fails() -> None:
+        seen.append(var.get())
+        var.set("stale")
+        if len(seen) < 3:
+            raise ValueError("again")
+        await trio.sleep_forever()
+
+    spec_ = orchestra.PlayerSpec(sets_then_fails, restart=ON_FAILURE, backoff=None)
+    await run_then_stop(orchestra.Conductor({"p": spec_}), after=1)
+    assert seen == ["fresh", "fresh", "fresh"]
+
+
+async def test_a_crash_loop_shares_the_event_loop(autojump_clock: trio.testing.MockClock) -> None:
+    """A player failing at once, restarted with no backoff, lets the other tasks run."""
+    ticks = 0
+    crashes = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async def crash() -> None:
+        nonlocal crashes
+        crashes += 1
+        raise ValueError("crash")
+
+    conductor = orchestra.Conductor(
+        {
+            "ticker": ticker,
+            "crash": orchestra.PlayerSpec(crash, restart=ON_FAILURE, backoff=None),
+        },
+        max_restarts=1000,
+        period=1,
+    )
+    logging.getLogger("trio_orchestra").setLevel(logging.CRITICAL)
+    try:
+        with pytest.raises(orchestra.ConductorError):
+            await conductor()
+    finally:
+        logging.getLogger("trio_orchestra").setLevel(logging.NOTSET)
+    assert crashes == 1001
+    assert ticks >= 1000  # about one tick per restart: the loop was shared

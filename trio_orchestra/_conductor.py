@@ -19,6 +19,10 @@ Timers need no task either: the supervising task parks in one cancel scope whose
 earliest pending timer, moved earlier when a new timer comes sooner. A stale deadline costs one
 spurious wake-up; an idle conductor never wakes.
 
+A restart at once (no backoff delay) runs the player again in its own task, inside the same
+cancel scope, after one checkpoint and with fresh context variables: entering a cancel scope and
+spawning a task cost more than the rest of a restart together.
+
 Supervision follows Erlang/OTP: a failure that the player's :class:`Restart` policy accepts is
 handled (logged, kept as ``last_error``) and restarted, alone (``one_for_one``) or with its
 siblings (``one_for_all``, ``rest_for_one``: a *group restart*, :class:`_Group`), within the
@@ -138,6 +142,7 @@ class _Slot:
     """
 
     __slots__ = (
+        "again",
         "alive",
         "backoff_step",
         "begun",
@@ -187,6 +192,7 @@ class _Slot:
         self.removing = False
         self.manual_restart = False
         self.waiter: _Waiter | None = None
+        self.again = False  # its task runs it again at once (see Conductor._play)
         self.in_sequence = False
         self.timer = _INF
         self.alive = False
@@ -202,9 +208,10 @@ class _Slot:
         self.straggler = False
         self.value: object = None
 
-    def renew(self) -> None:
+    def renew(self, *, keep_scope: bool = False) -> None:
         """Forget the previous run of this player, before it is started again."""
-        self.scope = trio.CancelScope()
+        if not keep_scope:
+            self.scope = trio.CancelScope()
         self.token = None
         self.child = None
         self.run_started = None
@@ -334,6 +341,8 @@ class Conductor:
     _nursery: trio.Nursery | None
     _nursery_start_soon: Callable[..., object]
     _spawn_soon: Callable[..., object]
+    _context: contextvars.Context
+    _exiting: _Slot | None
     _parent_slot: _Slot | None
     _hook: Callable[[events.Event], object] | None
 
@@ -697,6 +706,8 @@ class Conductor:
         self._nursery = None
         self._nursery_start_soon = _not_running
         self._spawn_soon = _not_running
+        self._context = contextvars.Context()
+        self._exiting = None
         self._parent_slot = None
         self._hook = self._on_event
 
@@ -770,7 +781,8 @@ class Conductor:
     async def _supervise(self, task_status: trio.TaskStatus[Conductor]) -> None:
         self._task = trio.lowlevel.current_task()
         # Players are spawned under this snapshot, whichever task spawns them.
-        self._spawn_soon = partial(contextvars.copy_context().run, self._nursery_start_soon)
+        self._context = contextvars.copy_context()
+        self._spawn_soon = partial(self._context.run, self._nursery_start_soon)
         self._started_at = trio.current_time()
         self._phase = _Phase.STARTING
         if self._prestopped and self._runs == 1:
@@ -914,33 +926,55 @@ class Conductor:
         self._spawn_soon(self._play, slot, name=slot.path)
 
     def _respawn(self, slot: _Slot, *, count: bool) -> None:
-        """Start a player again (a restart)."""
+        """Start a player again (a restart): in its own task if it is ending now, else anew."""
         if count:
             slot.restarts += 1
             self._restarts += 1
         move(slot, _S.STARTING)
-        slot.renew()
+        in_place = slot is self._exiting and not slot.scope.cancel_called
+        slot.renew(keep_scope=in_place)
         self._emit_started(slot)
-        self._spawn(slot)
+        if not in_place:
+            self._spawn(slot)
+            return
+        timeout = slot.spec.start_timeout
+        if timeout is not None:
+            slot.scope.deadline = trio.current_time() + timeout
+        slot.alive = True
+        self._live += 1
+        slot.again = True
 
     async def _play(self, slot: _Slot) -> None:
-        """The task of one player: run it in its scope and report how it ended."""
-        slot.begun = True
-        if slot.stop_pending:
-            self._deferred.append(slot)
-            self._wake()
-        spec = slot.spec
-        try:
-            with slot.scope:
-                if spec.takes_task_status:
-                    await spec.fn(*spec.args, task_status=slot)
+        """The task of one player: its runs, in its cancel scope, each reported as it ends.
+
+        A run that ends with a restart at once (no backoff delay, its scope not cancelled) is
+        followed by the next run in this same task: no new task, no new cancel scope, which
+        makes a restart cheaper than spawning a task. Each run still starts with fresh context
+        variables (the run's snapshot), after a checkpoint, as a newly spawned task would.
+        """
+        task = trio.lowlevel.current_task()
+        with slot.scope:
+            while True:
+                slot.begun = True
+                if slot.stop_pending:
+                    self._deferred.append(slot)
+                    self._wake()
+                spec = slot.spec
+                try:
+                    if spec.takes_task_status:
+                        await spec.fn(*spec.args, task_status=slot)
+                    else:
+                        self._on_started(slot, None)
+                        await spec.fn(*spec.args)
+                except BaseException as exc:  # noqa: BLE001 - every outcome is reported
+                    self._on_exit(slot, exc)
                 else:
-                    self._on_started(slot, None)
-                    await spec.fn(*spec.args)
-        except BaseException as exc:  # noqa: BLE001 - every outcome is reported, none lost
-            self._on_exit(slot, exc)
-        else:
-            self._on_exit(slot, None)
+                    self._on_exit(slot, None)
+                if not slot.again:
+                    return
+                slot.again = False
+                task.context = self._context.copy()
+                await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _on_started(self, slot: _Slot, value: object) -> None:
         if slot.started_flag:
@@ -979,6 +1013,13 @@ class Conductor:
     # -- exits, failures and restarts -------------------------------------------------------
 
     def _on_exit(self, slot: _Slot, exc: BaseException | None) -> None:
+        self._exiting = slot
+        try:
+            self._exit(slot, exc)
+        finally:
+            self._exiting = None
+
+    def _exit(self, slot: _Slot, exc: BaseException | None) -> None:
         slot.alive = False
         self._live -= 1
         self._clear_timer(slot)
@@ -1036,9 +1077,11 @@ class Conductor:
         """Sort a player's outcome into (failure, fatal); our own cancellation is neither."""
         failure: Exception | None = None
         fatal: BaseException | None = None
+        if isinstance(exc, trio.Cancelled) and slot.scope.cancel_called:
+            exc = None  # our own cancellation (a stop, or the start timeout): a clean end
         if exc is None:
             if not slot.started_flag and slot.spec.takes_task_status and not slot.stop_requested:
-                if slot.scope.cancelled_caught:
+                if slot.scope.cancel_called and not slot.hard:
                     failure = StartTimeout(slot.path, slot.spec.start_timeout or 0.0)
                 else:
                     failure = RuntimeError(
