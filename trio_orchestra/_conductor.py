@@ -132,97 +132,116 @@ class _Waiter:
         self.value: object = None
 
 
+class _Flag:
+    """A boolean attribute of a slot, kept as one bit of its ``_flags``.
+
+    Eight rarely set flags in one int save 56 bytes per player.
+    """
+
+    __slots__ = ("_bit",)
+
+    def __init__(self, bit: int) -> None:
+        self._bit = bit
+
+    def __get__(self, slot: _Slot, owner: object = None) -> bool:
+        return bool(slot._flags & self._bit)
+
+    def __set__(self, slot: _Slot, value: bool) -> None:  # noqa: FBT001 - a descriptor's
+        if value:
+            slot._flags |= self._bit
+        else:
+            slot._flags &= ~self._bit
+
+
+_RUN_FLAGS = 0b0000_1111  # again, hard, stop_pending, straggler: renewed with each run
+
+
 @final
 class _Slot:
     """One player of one conductor run: its spec, its state, its cancel scope, its token.
 
     It is also the player's ``task_status`` (:meth:`started`) and what :func:`current_stop`
-    finds in the player's context (:meth:`stop_token`). The fields below ``token`` describe
-    the current run of the player and are renewed by :meth:`renew` before a restart.
+    finds in the player's context (:meth:`stop_token`). The fields set in :meth:`renew`
+    describe the current run of the player and are renewed before a restart.
     """
 
     __slots__ = (
-        "again",
+        "_flags",
         "alive",
         "backoff_step",
         "begun",
-        "child",
         "conductor",
-        "hard",
-        "in_sequence",
         "last_error",
-        "manual_restart",
         "name",
         "order",
-        "path",
-        "removed",
-        "removing",
         "restarts",
-        "run_started",
         "scope",
         "spec",
         "started_at",
         "started_flag",
         "state",
-        "stop_pending",
         "stop_reason",
         "stop_requested",
-        "straggler",
         "timer",
         "token",
         "tree",
-        "value",
         "waiter",
     )
+
+    again = _Flag(0b0000_0001)  # its task runs it again at once (see Conductor._play)
+    hard = _Flag(0b0000_0010)  # hard-cancelled
+    stop_pending = _Flag(0b0000_0100)  # a stop waits for its first step
+    straggler = _Flag(0b0000_1000)  # still running its grace after its hard cancel
+    in_sequence = _Flag(0b0001_0000)  # being started in a start sequence
+    manual_restart = _Flag(0b0010_0000)  # restart() is stopping it
+    removing = _Flag(0b0100_0000)  # remove() is stopping it
+    removed = _Flag(0b1000_0000)  # out of the tree
 
     def __init__(self, conductor: Conductor, name: str, spec: PlayerSpec, order: int) -> None:
         self.conductor = conductor
         self.name = name
         self.spec = spec
         self.order = order
-        self.path = f"{conductor._path}/{name}"
         self.state = _S.STARTING
         self.restarts = 0
         self.backoff_step = 0
         self.last_error: BaseException | None = None
         self.started_at: float | None = None
-        self.run_started: float | None = None
-        self.tree: Conductor | None = None
-        self.removed = False
-        self.removing = False
-        self.manual_restart = False
+        self.tree: Conductor | None = None  # the nested conductor it runs (or last ran)
         self.waiter: _Waiter | None = None
-        self.again = False  # its task runs it again at once (see Conductor._play)
-        self.in_sequence = False
         self.timer = _INF
         self.alive = False
+        self._flags = 0
         self.scope = trio.CancelScope()
         self.token: StopToken | None = None
-        self.child: Conductor | None = None
         self.begun = False
         self.started_flag = False
         self.stop_requested = False
-        self.stop_pending = False
         self.stop_reason: str | None = None
-        self.hard = False
-        self.straggler = False
-        self.value: object = None
 
     def renew(self, *, keep_scope: bool = False) -> None:
         """Forget the previous run of this player, before it is started again."""
         if not keep_scope:
             self.scope = trio.CancelScope()
         self.token = None
-        self.child = None
-        self.run_started = None
         self.begun = False
         self.started_flag = False
         self.stop_requested = False
-        self.stop_pending = False
         self.stop_reason = None
-        self.hard = False
-        self.straggler = False
-        self.value = None
+        self._flags &= ~_RUN_FLAGS
+
+    @property
+    def child(self) -> Conductor | None:
+        """The nested conductor this player is running now, if it is one."""
+        tree = self.tree
+        if tree is not None and tree._running and tree._parent_slot is self:
+            return tree
+        return None
+
+    @property
+    def path(self) -> str:
+        """Its full path, e.g. ``app/db/pool`` (made when asked: most players never are)."""
+        return f"{self.conductor._path}/{self.name}"
 
     def __repr__(self) -> str:
         return f"<player {self.path!r} {self.state.name}>"
@@ -632,10 +651,10 @@ class Conductor:
         if self._running:
             msg = f"conductor {self._path!r} is already running; a Conductor has one live run"
             raise RuntimeError(msg)
-        self._running = True
-        self._runs += 1
         owner = current_owner()
         parent = owner if isinstance(owner, _Slot) and owner.child is None else None
+        self._running = True
+        self._runs += 1
         self._path = parent.path if parent is not None else self._name
         self._reset()
         self._parent_slot = parent
@@ -657,8 +676,6 @@ class Conductor:
             self._nursery = None
             self._task = None
             self._spawn_soon = _not_running
-            if parent is not None and parent.child is self:
-                parent.child = None
         if self._fatal is not None:
             raise self._fatal
         if self._failures:
@@ -790,7 +807,6 @@ class Conductor:
         parent = self._parent_slot
         if parent is not None:
             # Subscribe to the parent's soft phase: its stop request becomes ours.
-            parent.child = self
             parent.tree = self
             parent.stop_token()._add_listener(self._on_parent_stop)
         self._start_next()
@@ -923,7 +939,8 @@ class Conductor:
             slot.scope.deadline = trio.current_time() + timeout
         slot.alive = True
         self._live += 1
-        self._spawn_soon(self._play, slot, name=slot.path)
+        # The task's name is the player's name: unique in this nursery, and no new string.
+        self._spawn_soon(self._play, slot, name=slot.name)
 
     def _respawn(self, slot: _Slot, *, count: bool) -> None:
         """Start a player again (a restart): in its own task if it is ending now, else anew."""
@@ -981,10 +998,9 @@ class Conductor:
             msg = f"player {slot.path!r} called task_status.started() twice"
             raise RuntimeError(msg)
         slot.started_flag = True
-        slot.value = value
         if slot.spec.start_timeout is not None:
             slot.scope.deadline = _INF
-        now = slot.started_at = slot.run_started = trio.current_time()
+        now = slot.started_at = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
         if logger.isEnabledFor(_INFO):
@@ -1217,8 +1233,8 @@ class Conductor:
         backoff = slot.spec.backoff
         if backoff is None:
             return 0.0
-        started = slot.run_started  # this run's own start: a failure to start never resets
-        if started is not None and now - started >= backoff.reset_after:
+        started = slot.started_at  # this run's start, if it started: a failed start never resets
+        if slot.started_flag and started is not None and now - started >= backoff.reset_after:
             slot.backoff_step = 0
         step = slot.backoff_step
         if backoff.nominal(step) < backoff.maximum:
@@ -1493,14 +1509,14 @@ class Conductor:
         """The player whose task *task* is (a child of this run's nursery), if any."""
         if task.parent_nursery is not self._nursery or self._nursery is None:
             return None
-        slot = self._by_name.get(task.name[len(self._path) + 1 :])
+        slot = self._by_name.get(task.name)
         return slot if slot is not None and slot.alive else None
 
     def _task_of(self, slot: _Slot) -> trio.lowlevel.Task | None:
         if self._nursery is None:
             return None
         for task in self._nursery.child_tasks:
-            if task.name == slot.path:
+            if task.name == slot.name:
                 return task
         return None
 

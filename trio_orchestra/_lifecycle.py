@@ -56,12 +56,21 @@ TRANSITIONS: dict[PlayerState, frozenset[PlayerState]] = {
 
 class _Stateful(Protocol):
     state: PlayerState
-    path: str
+
+    @property
+    def path(self) -> str: ...
+
+
+# The same table for the hot path: keyed by id() and holding tuples, since hashing an enum
+# member runs Python code, while id() and a short tuple's identity scan do not.
+_NEXT: dict[int, tuple[PlayerState, ...]] = {
+    id(state): tuple(targets) for state, targets in TRANSITIONS.items()
+}
 
 
 def move(player: _Stateful, new: PlayerState) -> None:
     """Move *player* to *new*, or raise ``RuntimeError`` naming the illegal transition."""
-    if new not in TRANSITIONS[player.state]:
+    if new not in _NEXT[id(player.state)]:
         msg = (
             f"player {player.path!r} cannot go from {player.state.name} to {new.name};"
             " this is a bug in trio_orchestra"
