@@ -95,3 +95,12 @@ def bench(session: nox.Session) -> None:
     session.install("--no-deps", "--force-reinstall", ".")
     session.install(".")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python=TYPECHECK_PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """Run the fault fuzzer with 3000 fresh examples (CI runs a fixed set of 200)."""
+    _install(session, "tests")
+    session.run(
+        "pytest", "tests/test_fuzz.py", *session.posargs, env={"HYPOTHESIS_PROFILE": "fuzz"}
+    )

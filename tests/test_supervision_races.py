@@ -310,3 +310,31 @@ async def test_start_failures_of_a_restarted_player_do_not_reset_its_backoff(
     times = [when for when, _ in journal.entries[:5]]
     # run 1 at 0, fails at 100; delays 1 (reset: healthy run), then 2, 4, 8
     assert times == [0, 101, 103, 107, 115]
+
+
+async def test_a_group_restart_waiting_for_the_start_is_handled_if_the_stop_comes_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found by the fuzzer: the failure is handled (not lost, not reported) and counted."""
+    runs = Runs()
+    seen: list[orchestra.events.Event] = []
+
+    async def slow(*, task_status: trio.TaskStatus[None]) -> None:
+        await trio.sleep(3)
+        task_status.started()
+        await trio.sleep_forever()
+
+    conductor = orchestra.Conductor(
+        {"a": fails_once(runs, "a", 1), "b": slow},
+        strategy="one_for_all",
+        on_event=seen.append,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conductor)
+        await trio.sleep(2)  # a failed at 1; its group restart waits for b's start (3)
+        assert conductor.statistics().recent_restarts == 1
+        conductor.stop()
+    failed = [e for e in seen if isinstance(e, orchestra.events.Failed)]
+    assert [(e.path, e.handled) for e in failed] == [("conductor/a", True)]
+    restarting = [e for e in seen if isinstance(e, orchestra.events.Restarting)]
+    assert [(e.path, e.time) for e in restarting] == [("conductor/a", 1)]

@@ -928,7 +928,7 @@ class Conductor:
         self._phase = _Phase.RUNNING
         self._ready = True
         pending, self._group_pending = self._group_pending, []
-        for failed, delay in pending:  # restarts that waited for the start to finish
+        for failed, delay in pending:  # group restarts that waited for the start to finish
             self._begin_group(failed, delay)
         self._maybe_done()
         self._wake()
@@ -1151,7 +1151,7 @@ class Conductor:
                 extra={"path": slot.path},
             )
         if self._hook is not None:
-            self._emit(events.Failed(path=slot.path, time=now, error=failure, handled=False))
+            self._emit(events.Failed(path=slot.path, time=now, error=failure, handled=not report))
 
     def _answer_waiter(self, slot: _Slot, failure: Exception | None) -> None:
         """An added, removed or restarted player ended: tell its caller, not the tree."""
@@ -1205,7 +1205,12 @@ class Conductor:
         delay = self._backoff_delay(slot, now)
         if self._strategy == "one_for_one":
             self._schedule(slot, delay, now)
-        elif self._phase == _Phase.STARTING:
+            return
+        self._log_restart(slot, delay, now, slot.restarts + 1)
+        if self._phase == _Phase.STARTING:
+            # The group restart waits for the conductor's start to finish (it is already
+            # counted toward the intensity); meanwhile the player waits, as in a backoff.
+            move(slot, _S.BACKOFF)
             self._group_pending.append((slot, delay))
         else:
             self._begin_group(slot, delay)
@@ -1285,7 +1290,6 @@ class Conductor:
             and (everyone or slot.order > failed.order)
         }
         members.add(failed)
-        self._log_restart(failed, delay, trio.current_time(), failed.restarts + 1)
         group = self._group
         if group is None:
             self._group = _Group(failed, members, delay)

@@ -89,7 +89,12 @@ class Stopped(Event):
 @final
 @attrs.frozen(kw_only=True)
 class Failed(Event):
-    """The player raised (or failed to start). ``handled``: a restart was scheduled for it.
+    """The player raised (or failed to start, or outlived its hard cancel).
+
+    ``handled`` tells whether the failure was dealt with and so is *not* in the conductor's
+    :class:`ConductorError`: a restart was scheduled for it, it was raised to the caller of
+    ``add``, ``remove`` or ``restart``, or the player raised it while being stopped for a
+    restart. Every failure with ``handled=False`` is in that error, exactly once.
 
     Example::
 
