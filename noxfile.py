@@ -99,8 +99,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=TYPECHECK_PYTHON, default=False)
 def fuzz(session: nox.Session) -> None:
-    """Run the fault fuzzer with 3000 fresh examples (CI runs a fixed set of 200)."""
+    """Run the fuzzer with 3000 fresh examples and the soak with 300 000 restarts."""
     _install(session, "tests")
     session.run(
-        "pytest", "tests/test_fuzz.py", *session.posargs, env={"HYPOTHESIS_PROFILE": "fuzz"}
+        "pytest",
+        "tests/test_fuzz.py",
+        "tests/test_soak.py",
+        *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "fuzz", "TRIO_ORCHESTRA_SOAK_RESTARTS": "300000"},
     )

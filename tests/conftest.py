@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import pytest
@@ -36,6 +37,14 @@ class Journal:
                 return when
         msg = f"no {event!r} in {self.entries}"
         raise AssertionError(msg)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Check every async test of the project for player tasks left running."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if inspect.iscoroutinefunction(function) and isinstance(item, pytest.Function):
+            item.fixturenames.append("no_leaked_players")
 
 
 @pytest.fixture

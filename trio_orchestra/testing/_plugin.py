@@ -12,11 +12,47 @@ import pytest
 import trio
 
 from trio_orchestra._conductor import Conductor
+from trio_orchestra._stop import supervisors
 
 from ._background import BackgroundRun, supervise
 from ._scripted import ScriptedPlayer
 
-__all__ = ["scripted_player", "start_conductor"]
+__all__ = ["no_leaked_players", "scripted_player", "start_conductor"]
+
+
+class _PlayerTasks(trio.abc.Instrument):
+    """Keeps the tasks that conductors spawn (their players) while they are alive."""
+
+    def __init__(self) -> None:
+        self.alive: dict[trio.lowlevel.Task, str] = {}
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        nursery = task.parent_nursery
+        if nursery is not None:
+            conductor = supervisors.get(nursery.parent_task)
+            if conductor is not None:
+                self.alive[task] = f"{getattr(conductor, 'path', '?')}/{task.name}"
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self.alive.pop(task, None)
+
+
+@pytest.fixture
+async def no_leaked_players() -> AsyncGenerator[None, None]:
+    """Fail the test if a player's task is still alive when it ends (use it with autouse).
+
+    Structured concurrency makes a leak impossible once a conductor has returned; this
+    catches a conductor left running past the end of a test, by a fixture or a task.
+    """
+    tracker = _PlayerTasks()
+    trio.lowlevel.add_instrument(tracker)
+    try:
+        yield
+    finally:
+        trio.lowlevel.remove_instrument(tracker)
+    leaked = sorted(tracker.alive.values())
+    if leaked:
+        pytest.fail(f"players still running when the test ended: {', '.join(leaked)}")
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+"""Soak: a restart storm keeps memory flat (tracemalloc before and after, DESIGN.md s. 8).
+
+CI runs 20 000 restarts; ``nox -s fuzz`` sets ``TRIO_ORCHESTRA_SOAK_RESTARTS=300000``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import tracemalloc
+
+import trio
+import trio.testing
+
+import trio_orchestra as orchestra
+
+RESTARTS = int(os.environ.get("TRIO_ORCHESTRA_SOAK_RESTARTS", "20000"))
+#: The most the traced memory may grow over the whole storm, whatever its length.
+BOUND = 16 * 1024
+
+
+async def test_a_restart_storm_keeps_memory_flat(autojump_clock: trio.testing.MockClock) -> None:
+    """A player failing every microsecond, restarted RESTARTS times: memory grows < 16 KiB."""
+    runs = 0
+    warm, done = trio.Event(), trio.Event()
+
+    async def crash() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1000:  # warmed up: caches, the restart window, free lists
+            warm.set()
+        if runs == RESTARTS + 1000:
+            done.set()
+        await trio.sleep(1e-6)
+        raise ValueError("crash")
+
+    conductor = orchestra.Conductor(
+        {"c": orchestra.PlayerSpec(crash, restart=orchestra.Restart.ON_FAILURE, backoff=None)},
+        max_restarts=5,
+        period=1e-7,  # never more than one restart in a window: the storm goes on
+    )
+    logging.getLogger("trio_orchestra").setLevel(logging.CRITICAL)
+    tracemalloc.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            await warm.wait()
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            await done.wait()
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+            conductor.stop()
+    finally:
+        tracemalloc.stop()
+        logging.getLogger("trio_orchestra").setLevel(logging.NOTSET)
+    assert conductor.statistics().restarts >= RESTARTS
+    assert after - before < BOUND, f"{after - before} bytes more after {RESTARTS} restarts"
