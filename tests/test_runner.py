@@ -69,6 +69,20 @@ CHILD = textwrap.dedent(
         print("STARTED", flush=True)
 
 
+    async def flaky():
+        print("FAILING", flush=True)
+        raise ValueError("flaky")
+
+
+    async def slow_polite():
+        stop = orchestra.current_stop()
+        print("READY", flush=True)
+        await stop.wait()
+        print("STOPPING SLOWLY", flush=True)
+        await trio.sleep(30)
+        print("SLOW DONE", flush=True)
+
+
     def not_async():
         pass
 
@@ -85,6 +99,12 @@ CHILD = textwrap.dedent(
         "stuck": stuck,
         "failing": failing,
         "slow_start": slow_start,
+        "flaky": orchestra.PlayerSpec(
+            flaky,
+            restart=orchestra.Restart.ON_FAILURE,
+            backoff=orchestra.Backoff(initial=60, maximum=60),
+        ),
+        "slow_polite": slow_polite,
     }
 
     if __name__ == "__main__":
@@ -229,6 +249,27 @@ def test_a_signal_during_the_start_is_already_a_graceful_stop(spawn: Callable[..
     status, out, _ = child.finish()
     assert status == 0
     assert "STARTED" not in out
+
+
+def test_a_signal_during_a_restart_backoff_stops_at_once(spawn: Callable[..., Child]) -> None:
+    """A player waiting 60 s to be restarted: SIGTERM ends the wait and the program, exit 0."""
+    child = spawn("run", "flaky")
+    child.wait_for("FAILING")
+    child.signal(signal.SIGTERM)
+    status, _, _ = child.finish()  # within finish()'s 30 s: not the 60 s of backoff
+    assert status == 0
+
+
+def test_a_second_signal_during_the_soft_phase_forces(spawn: Callable[..., Child]) -> None:
+    """SIGTERM starts a slow graceful stop; SIGTERM again cancels it at once, exit 0."""
+    child = spawn("run", "slow_polite")
+    child.wait_for("READY")
+    child.signal(signal.SIGTERM)
+    child.wait_for("STOPPING SLOWLY")
+    child.signal(signal.SIGTERM)
+    status, out, _ = child.finish()
+    assert status == 0
+    assert "SLOW DONE" not in out
 
 
 def test_play_until_signal_restores_the_handlers(spawn: Callable[..., Child]) -> None:
