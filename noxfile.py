@@ -92,8 +92,8 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=TYPECHECK_PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks against bare Trio (``-- --quick`` for the smoke run CI does)."""
+    session.install(".", "anyio", "matplotlib")
     session.install("--no-deps", "--force-reinstall", ".")
-    session.install(".")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

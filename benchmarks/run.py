@@ -23,6 +23,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -90,6 +91,101 @@ def start_stop_ours(n: int, order: str) -> float:
             conductor.stop()
 
     return _timed(main)
+
+
+def tree_bare(groups: int, size: int) -> float:
+    """Bare Trio: nested nurseries, each started with ``nursery.start``, then one cancel."""
+
+    async def group(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as inner:
+            for _ in range(size):
+                await inner.start(idle)
+            task_status.started()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(groups):
+                await nursery.start(group)
+            nursery.cancel_scope.cancel()
+
+    return _timed(main)
+
+
+def tree_ours(groups: int, size: int) -> float:
+    """A conductor of conductors: start the tree to ready, then stop it."""
+    root = orchestra.Conductor(
+        {f"g{g}": orchestra.Conductor({f"p{i}": idle for i in range(size)}) for g in range(groups)}
+    )
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root)
+            root.stop()
+
+    return _timed(main)
+
+
+async def graceful(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """A subscribed player that returns as soon as its stop is requested."""
+    stop = orchestra.current_stop()
+    task_status.started()
+    await stop.wait()
+
+
+def shutdown_bare(n: int) -> float:
+    """Bare Trio: n tasks waiting on one event; time from ``set()`` to the nursery's exit."""
+
+    async def main() -> float:
+        event = trio.Event()
+
+        async def waiter(*, task_status: trio.TaskStatus[None]) -> None:
+            task_status.started()
+            await event.wait()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                await nursery.start(waiter)
+            start = time.perf_counter()
+            event.set()
+        return time.perf_counter() - start
+
+    return float(trio.run(main))
+
+
+def shutdown_ours(n: int) -> float:
+    """Graceful players: time from ``stop()`` to the return of their conductor (reverse order)."""
+    conductor = orchestra.Conductor({f"p{i}": graceful for i in range(n)})
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            start = time.perf_counter()
+            conductor.stop()
+        return time.perf_counter() - start
+
+    return float(trio.run(main))
+
+
+def anyio_task_group(n: int) -> float:
+    """The anyio peer on the trio backend: ``TaskGroup.start`` n idle tasks, then cancel."""
+    import anyio  # noqa: PLC0415 - only this case needs it
+
+    async def anyio_idle(
+        *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(n):
+                await group.start(anyio_idle)
+            group.cancel_scope.cancel()
+
+    gc.collect()
+    start = time.perf_counter()
+    anyio.run(main, backend="trio")
+    return time.perf_counter() - start
 
 
 def restarts_bare(k: int) -> float:
@@ -204,6 +300,14 @@ def idle_steps() -> int:
 # -- plumbing -------------------------------------------------------------------------------
 
 
+def _has_anyio() -> bool:
+    try:
+        import anyio  # noqa: F401, PLC0415 - only probing
+    except ImportError:
+        return False
+    return True
+
+
 def _timed(fn: Callable[[], object]) -> float:
     gc.collect()
     start = time.perf_counter()
@@ -248,8 +352,8 @@ def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
                     reps = 3 if quick else (7 if n < LARGE else 3)
                     ours, bare = _interleaved(
                         reps,
-                        lambda n=n, o=order: start_stop_ours(n, o),
-                        lambda n=n: start_stop_bare(n),
+                        partial(start_stop_ours, n, order),
+                        partial(start_stop_bare, n),
                     )
                     results.append(
                         Result(
@@ -265,8 +369,63 @@ def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
                     )
         finally:
             gc.enable()
+    for groups, size in [(10, 100)] if quick else [(10, 100), (100, 100)]:
+        n = groups * size
+        ours, bare = _interleaved(
+            3 if quick else 5,
+            partial(tree_ours, groups, size),
+            partial(tree_bare, groups, size),
+        )
+        results.append(
+            Result(
+                case=f"tree of {groups} conductors x {size} players vs nested nurseries",
+                n=n,
+                ours=ours / n * 1e6,
+                bare=bare / n * 1e6,
+                unit="us/player",
+                ratio=ours / bare,
+                bar="<= 1.2x bare",
+                ok=ours / bare <= 1.2,  # noqa: PLR2004 - the contract's bar
+            )
+        )
+    for n in [1000] if quick else [1000, 10_000]:
+        ours, bare = _interleaved(
+            3 if quick else 5, partial(shutdown_ours, n), partial(shutdown_bare, n)
+        )
+        results.append(
+            Result(
+                case="shutdown latency of graceful players (reverse order vs all at once)",
+                n=n,
+                ours=ours / n * 1e6,
+                bare=bare / n * 1e6,
+                unit="us/player",
+                ratio=ours / bare,
+                bar="reported",
+                ok=True,
+            )
+        )
+    if _has_anyio():
+        for n in sizes:
+            reps = 3 if quick else (5 if n < LARGE else 3)
+            peer, bare = _interleaved(
+                reps, partial(anyio_task_group, n), partial(start_stop_bare, n)
+            )
+            results.append(
+                Result(
+                    case="peer: anyio TaskGroup.start + cancel (trio backend)",
+                    n=n,
+                    ours=peer / n * 1e6,
+                    bare=bare / n * 1e6,
+                    unit="us/task",
+                    ratio=peer / bare,
+                    bar="reported",
+                    ok=True,
+                )
+            )
     k = 2000 if quick else 100_000
-    ours, bare = _interleaved(3 if quick else 5, lambda: restarts_ours(k), lambda: restarts_bare(k))
+    ours, bare = _interleaved(
+        3 if quick else 5, partial(restarts_ours, k), partial(restarts_bare, k)
+    )
     results.append(
         Result(
             case="restart throughput (fail at once, no backoff)",
@@ -331,6 +490,40 @@ def report(results: list[Result], quick: bool) -> str:  # noqa: FBT001 - the com
     return "\n".join(lines) + "\n"
 
 
+def plot(results: list[Result], path: Path) -> bool:
+    """Draw the per-player cost of start+stop against N, log-log, one line per system."""
+    try:
+        import matplotlib as mpl  # noqa: PLC0415 - optional, only for the full run
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    lines: dict[str, list[tuple[int, float]]] = {}
+    for r in results:
+        if r.case == "start+stop, sequential stop, GC on":
+            lines.setdefault("bare Trio (nursery.start + cancel)", []).append((r.n, r.bare))
+            lines.setdefault("trio_orchestra, sequential stop", []).append((r.n, r.ours))
+        elif r.case == "start+stop, parallel stop, GC on":
+            lines.setdefault("trio_orchestra, parallel stop", []).append((r.n, r.ours))
+        elif r.case.startswith("peer: anyio"):
+            lines.setdefault("anyio TaskGroup (trio backend)", []).append((r.n, r.ours))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, points in lines.items():
+        xs, ys = zip(*sorted(points), strict=True)
+        axes.plot(xs, ys, marker="o", label=label)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("players (N)")
+    axes.set_ylabel("start to ready + stop, microseconds per player")
+    axes.set_title("Cost per player, GC on")
+    axes.grid(visible=True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return True
+
+
 def main() -> int:
     """Parse the options, run, write the results, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -347,6 +540,7 @@ def main() -> int:
             json.dumps([asdict(r) for r in results], indent=2) + "\n"
         )
         (args.output / "results.md").write_text(table)
+        plot(results, args.output / "results.png")
     # The smoke run only proves the cases still run; a full run fails when a bar is missed.
     return 0 if args.quick or all(r.ok for r in results) else 1
 
