@@ -804,3 +804,21 @@ async def test_a_busy_scheduler_does_not_make_stragglers(
         conductor.stop()
         autojump_clock.jump(10)  # the stop took longer than the grace: a busy scheduler
     assert journal.events.count("p7 cancelled") == 1  # and no StopTimeout was raised
+
+
+async def test_a_players_cancellation_does_not_chain_onto_the_previous_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each Cancelled of a sequential stop stands alone (a chain would make stops quadratic)."""
+    contexts: list[BaseException | None] = []
+
+    async def records() -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled as cancelled:
+            contexts.append(cancelled.__context__)
+            raise
+
+    conductor = orchestra.Conductor({f"p{i}": records for i in range(3)})
+    await run_then_stop(conductor)
+    assert contexts == [None, None, None]

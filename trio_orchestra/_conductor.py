@@ -977,6 +977,7 @@ class Conductor:
                     self._deferred.append(slot)
                     self._wake()
                 spec = slot.spec
+                outcome: BaseException | None = None
                 try:
                     if spec.takes_task_status:
                         await spec.fn(*spec.args, task_status=slot)
@@ -984,9 +985,10 @@ class Conductor:
                         self._on_started(slot, None)
                         await spec.fn(*spec.args)
                 except BaseException as exc:  # noqa: BLE001 - every outcome is reported
-                    self._on_exit(slot, exc)
-                else:
-                    self._on_exit(slot, None)
+                    outcome = exc
+                # Outside the except block: the next player's Cancelled, raised while we stop
+                # it, must not chain onto ours (a chain of N contexts makes a stop quadratic).
+                self._on_exit(slot, outcome)
                 if not slot.again:
                     return
                 slot.again = False
