@@ -7,6 +7,7 @@ delay asserted exactly on the autojump clock.
 from __future__ import annotations
 
 import contextvars
+import gc
 import itertools
 import logging
 import random
@@ -647,7 +648,7 @@ async def test_an_idle_tree_never_wakes_up(autojump_clock: trio.testing.MockCloc
 async def test_a_restart_storm_keeps_memory_flat(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Thousands of restarts: the restart history is bounded, memory does not grow."""
+    """Thousands of restarts through backoff timers: memory does not grow (see test_soak)."""
     runs = 0
 
     async def crash() -> None:
@@ -663,20 +664,22 @@ async def test_a_restart_storm_keeps_memory_flat(
         period=0.05,
     )
     logging.getLogger("trio_orchestra").setLevel(logging.CRITICAL)
+    tracemalloc.start()
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(conductor)
             await trio.sleep(20)  # warm up: 1000 restarts
-            tracemalloc.start()
+            gc.collect()  # what is left of the failures is cyclic garbage, not growth
             before = tracemalloc.get_traced_memory()[0]
             await trio.sleep(100)  # 5000 more
+            gc.collect()
             after = tracemalloc.get_traced_memory()[0]
-            tracemalloc.stop()
             conductor.stop()
     finally:
+        tracemalloc.stop()
         logging.getLogger("trio_orchestra").setLevel(logging.NOTSET)
     assert runs > 5000
-    assert after - before < 64 * 1024
+    assert after - before < 16 * 1024
 
 
 async def test_a_hundred_nested_conductors(autojump_clock: trio.testing.MockClock) -> None:
