@@ -84,6 +84,11 @@ def start_stop_ours(n: int, order: str) -> float:
         {f"p{i}": idle for i in range(n)},
         stop_order=order,  # type: ignore[arg-type]
     )
+    return _start_then_stop(conductor)
+
+
+def _start_then_stop(conductor: orchestra.Conductor) -> float:
+    """Time starting *conductor* to ready, then stopping it."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -116,13 +121,7 @@ def tree_ours(groups: int, size: int) -> float:
     root = orchestra.Conductor(
         {f"g{g}": orchestra.Conductor({f"p{i}": idle for i in range(size)}) for g in range(groups)}
     )
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(root)
-            root.stop()
-
-    return _timed(main)
+    return _start_then_stop(root)
 
 
 async def graceful(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
