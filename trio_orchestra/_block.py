@@ -23,7 +23,7 @@ from ._spec import PlayerSpec
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["open_conductor"]
+__all__ = ["StartTracker", "open_conductor"]
 
 
 @asynccontextmanager
@@ -96,17 +96,11 @@ class _Block:
 
     async def supervise(self, *, task_status: trio.TaskStatus[Conductor]) -> None:
         """Run the conductor; a failure after the start cancels the body instead of the nursery."""
-        started = False
-
-        def report(conductor: Conductor) -> None:
-            nonlocal started
-            started = True
-            task_status.started(conductor)
-
+        status = StartTracker(task_status)
         try:
-            await self.conductor(task_status=_CallbackStatus(report))
+            await self.conductor(task_status=status)
         except BaseException as exc:
-            if not started or isinstance(exc, trio.Cancelled):
+            if not status.called or isinstance(exc, trio.Cancelled):
                 raise  # a start failure (nursery.start raises it) or the outer cancellation
             self.failure = exc
             self.body.cancel("a player of the conductor failed")
@@ -126,12 +120,18 @@ class _Block:
 
 
 @final
-class _CallbackStatus:
-    """A ``task_status`` that calls a function: lets a wrapper see when the start ends."""
+class StartTracker:
+    """A conductor's ``task_status`` that forwards ``started()`` and remembers it was called.
 
-    def __init__(self, callback: Callable[[Conductor], object]) -> None:
-        self._callback = callback
+    Lets a wrapper tell a failure to start (raised through ``nursery.start``) from a failure
+    after the start (handled as its own outcome).
+    """
+
+    def __init__(self, inner: trio.TaskStatus[Conductor]) -> None:
+        self.inner = inner
+        self.called = False
 
     def started(self, value: Conductor | None = None) -> None:
+        self.called = True
         if value is not None:
-            self._callback(value)
+            self.inner.started(value)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, final
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
-    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+    from exceptiongroup import ExceptionGroup
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -182,8 +182,3 @@ class TooManyRestarts(Exception):
             f"player {self.path!r} needed more than {self.max_restarts} restarts"
             f" within {self.period:g} s"
         )
-
-
-def is_group(exc: BaseException) -> bool:
-    """Tell whether *exc* is an exception group (the backport's on 3.10)."""
-    return isinstance(exc, BaseExceptionGroup)

@@ -14,6 +14,7 @@ from typing import final
 
 import trio
 
+from trio_orchestra._block import StartTracker
 from trio_orchestra._conductor import Conductor
 from trio_orchestra._errors import ConductorError
 
@@ -58,31 +59,17 @@ class BackgroundRun:
         return await self.wait_stopped()
 
 
-async def supervise(run: BackgroundRun, *, task_status: trio.TaskStatus[None]) -> None:
+async def supervise(run: BackgroundRun, *, task_status: trio.TaskStatus[Conductor]) -> None:
     """Run *run*'s conductor; after its start, its outcome is kept as a value, not raised."""
-    wrapped = _Started(task_status)
+    status = StartTracker(task_status)
     try:
-        await run.conductor(task_status=wrapped)
+        await run.conductor(task_status=status)
     except BaseException as exc:
-        if not wrapped.called:
+        if not status.called:
             raise  # a start failure: nursery.start raises it in the test
         run._error = exc
     finally:
         run._done.set()
-
-
-@final
-class _Started:
-    """Wraps a ``task_status`` to remember whether ``started()`` was called."""
-
-    def __init__(self, inner: trio.TaskStatus[None]) -> None:
-        self.inner = inner
-        self.called = False
-
-    def started(self, value: object = None) -> None:
-        del value
-        self.called = True
-        self.inner.started()
 
 
 @asynccontextmanager
