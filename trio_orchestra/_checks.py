@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_time", "check_type"]
+__all__ = ["check_number", "check_time", "check_type"]
+
+
+def check_number(
+    value: object, what: str, where: str, *, least: float = 0.0, unit: str = ""
+) -> None:
+    """Raise unless *value* is a real number (not a bool), not NaN, and at least *least*."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = f"a number of {unit}" if unit else "a number"
+        msg = f"{where}: {what} must be {kind}, not {type(value).__name__}"
+        raise TypeError(msg)
+    if math.isnan(value) or value < least:
+        floor = "zero" if least == 0 else f"{least:g}"
+        msg = f"{where}: {what} must be {floor} or more{' ' + unit if unit else ''}, not {value!r}"
+        raise ValueError(msg)
 
 
 def check_time(value: object, what: str, where: str, *, allow_none: bool = False) -> None:
     """Raise if *value* is not a usable number of seconds (``TypeError``/``ValueError``)."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{where}: {what} must be a number of seconds, not {type(value).__name__}"
-        raise TypeError(msg)
-    if math.isnan(value) or value < 0:
-        msg = f"{where}: {what} must be zero or more seconds, not {value!r}"
-        raise ValueError(msg)
+    check_number(value, what, where, unit="seconds")
 
 
 def check_type(value: object, kind: type | tuple[type, ...], what: str, wanted: str) -> None:

@@ -11,14 +11,13 @@ pure function of Trio time, so the conductor stays the one place that owns state
 from __future__ import annotations
 
 import enum
-import math
 import random as _random
 from collections import deque
 from typing import Literal, cast, final
 
 import attrs
 
-from ._checks import check_time
+from ._checks import check_number, check_time
 
 __all__ = ["DEFAULT_BACKOFF", "Backoff", "Restart", "RestartWindow", "Strategy"]
 
@@ -53,12 +52,7 @@ class Restart(enum.Enum):
 
 
 def _check_factor(_: object, attribute: attrs.Attribute[float], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"Backoff: {attribute.name} must be a number, not {type(value).__name__}"
-        raise TypeError(msg)
-    if math.isnan(value) or value < 1:
-        msg = f"Backoff: {attribute.name} must be 1 or more, not {value!r}"
-        raise ValueError(msg)
+    check_number(value, attribute.name, "Backoff", least=1)
 
 
 def _check_seconds(_: object, attribute: attrs.Attribute[float], value: object) -> None:
