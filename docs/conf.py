@@ -43,6 +43,7 @@ intersphinx_mapping = (
         "python": ("https://docs.python.org/3", None),
         "trio": ("https://trio.readthedocs.io/en/stable/", None),
         "attrs": ("https://www.attrs.org/en/stable/", None),
+        "hypercorn": ("https://hypercorn.readthedocs.io/en/latest/", None),
     }
     if _INTERSPHINX
     else {}
@@ -51,7 +52,7 @@ intersphinx_timeout = 10
 _EXTERNAL_MODULES = (
     "trio|attrs|attr|outcome|exceptiongroup|typing|typing_extensions|collections|contextlib"
     "|types|enum|logging|signal|subprocess|os|sys|random|builtins|contextvars|_contextvars"
-    "|_thread|abc|socket|pathlib|datetime"
+    "|_thread|abc|socket|pathlib|datetime|hypercorn"
 )
 _BUILTIN_NAMES = (
     "None|True|False|Ellipsis|NotImplemented|object|type|str|bytes|int|float|bool|complex"

@@ -7,13 +7,16 @@ here, with ``__module__`` rewritten so that tracebacks and docs show ``trio_orch
 from __future__ import annotations
 
 from . import events as events
+from ._asgi import serve_asgi as serve_asgi
 from ._block import open_conductor as open_conductor
 from ._conductor import Conductor as Conductor
 from ._errors import ConductorError as ConductorError
 from ._errors import StartTimeout as StartTimeout
 from ._errors import StopTimeout as StopTimeout
 from ._errors import TooManyRestarts as TooManyRestarts
+from ._every import every as every
 from ._lifecycle import PlayerState as PlayerState
+from ._process import run_process as run_process
 from ._runner import play_until_signal as play_until_signal
 from ._runner import run as run
 from ._spec import PlayerSpec as PlayerSpec
@@ -23,6 +26,7 @@ from ._stop import StopToken as StopToken
 from ._stop import current_stop as current_stop
 from ._supervision import Backoff as Backoff
 from ._supervision import Restart as Restart
+from ._tcp import serve_tcp as serve_tcp
 
 __all__ = [
     "Backoff",
@@ -39,9 +43,13 @@ __all__ = [
     "TooManyRestarts",
     "current_stop",
     "events",
+    "every",
     "open_conductor",
     "play_until_signal",
     "run",
+    "run_process",
+    "serve_asgi",
+    "serve_tcp",
 ]
 
 

@@ -20,15 +20,44 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, cast, final
+
+import trio
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
-    from exceptiongroup import ExceptionGroup
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ConductorError", "StartTimeout", "StopTimeout", "TooManyRestarts", "path_note"]
+__all__ = [
+    "ConductorError",
+    "StartTimeout",
+    "StopTimeout",
+    "TooManyRestarts",
+    "lone_error",
+    "path_note",
+]
+
+
+def lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The only exception in *group* (at any depth) that is not a ``trio.Cancelled``, if one.
+
+    A server player raises a handler's error as itself, as a plain player would, rather than
+    inside the groups its nurseries wrap it in (with the Cancelled of what they tore down).
+    """
+    found: BaseException | None = None
+    pending: list[BaseException] = list(group.exceptions)
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(cast("BaseExceptionGroup[BaseException]", exc).exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            if found is not None:
+                return None
+            found = exc
+    return found
+
 
 _NOTE_PREFIX = "raised in player "
 

@@ -20,7 +20,15 @@ import attrs
 from ._checks import check_time, check_type
 from ._supervision import DEFAULT_BACKOFF, Backoff, Restart
 
-__all__ = ["PlayerSpec", "as_spec", "check_time", "check_type", "describe", "wants_task_status"]
+__all__ = [
+    "PlayerSpec",
+    "as_spec",
+    "check_async_callable",
+    "check_time",
+    "check_type",
+    "describe",
+    "wants_task_status",
+]
 
 AsyncFn = Callable[..., Awaitable[object]]
 
@@ -66,6 +74,14 @@ def wants_task_status(fn: object) -> bool:
     found = _inspect_task_status(fn)
     _task_status_cache[fn] = found
     return found
+
+
+def check_async_callable(fn: object, what: str) -> None:
+    """Raise ``TypeError`` saying that *what* must be an async callable, unless it is one."""
+    if not _is_async_callable(fn):
+        kind = describe(fn) if callable(fn) else type(fn).__name__
+        msg = f"{what} must be an async callable (async def), and {kind} is not"
+        raise TypeError(msg)
 
 
 def _check_callable(fn: object, where: str) -> None:

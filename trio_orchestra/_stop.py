@@ -24,6 +24,9 @@ class _TokenOwner(Protocol):
 
     def stop_token(self) -> StopToken: ...
 
+    @property
+    def path(self) -> str: ...
+
 
 class _Supervisor(Protocol):
     """A running conductor, as seen from the task tree: it knows its players' tasks."""
@@ -54,6 +57,12 @@ def current_owner() -> _TokenOwner | None:
             if owner is not None:
                 return owner
         task = parent
+
+
+def current_path(default: str) -> str:
+    """The full path of the player running this code, or *default* outside a conductor."""
+    owner = current_owner()
+    return default if owner is None else owner.path
 
 
 @final
@@ -208,3 +217,13 @@ def current_stop() -> StopToken:
         msg = "current_stop() was called outside a player; only code a Conductor runs has one"
         raise RuntimeError(msg)
     return owner.stop_token()
+
+
+def stop_or_never() -> StopToken:
+    """The running player's token, or, outside a conductor, one that is never requested.
+
+    The ready-made players use it, so that they also run under a plain nursery, where only
+    cancellation stops them.
+    """
+    owner = current_owner()
+    return StopToken() if owner is None else owner.stop_token()

@@ -1,0 +1,350 @@
+"""``serve_asgi``: hypercorn as a player, ready once bound, draining on a soft stop.
+
+The hard phase cancels what is left, and bad input fails the start naming the player. Real
+sockets on loopback, a raw ASGI app, real HTTP requests with httpx.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from hypercorn.config import Config
+from hypercorn.utils import LifespanFailureError
+
+import trio_orchestra as orchestra
+from trio_orchestra._asgi import serve_asgi
+from trio_orchestra.testing import assert_failures, background
+
+from .conftest import Journal
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+URL = r"http://127\.0\.0\.1:[1-9][0-9]*"
+
+
+class App:
+    """A raw ASGI 3 app: ``/`` answers at once, ``/slow`` after *slow* seconds."""
+
+    def __init__(self, journal: Journal, slow: float = 1.0) -> None:
+        """Journal what happens in *journal*."""
+        self.journal = journal
+        self.slow = slow
+        self.slow_entered = trio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the lifespan protocol and HTTP requests."""
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self.journal("startup")
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.journal("shutdown")
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"]
+        if path == "/slow":
+            self.slow_entered.set()
+            self.journal("slow request begins")
+            await trio.sleep(self.slow)
+            self.journal("slow request ends")
+        headers = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": f"done {path}".encode()})
+
+
+class Served:
+    """A ``serve_asgi`` player that keeps the addresses it reports as started."""
+
+    def __init__(self, player: Callable[..., Awaitable[None]]) -> None:
+        """Wrap *player*, as made by :func:`serve_asgi`."""
+        self.player = player
+        self.addresses: list[str] = []
+
+    @property
+    def url(self) -> str:
+        """The first address the server is bound to."""
+        return self.addresses[0]
+
+    @property
+    def port(self) -> int:
+        """The port it is bound to."""
+        return int(self.url.rpartition(":")[2])
+
+    async def __call__(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the player; pass its started value on, keeping a copy."""
+        await self.player(task_status=_Keep(task_status, self.addresses))
+
+
+class _Keep:
+    """A ``task_status`` that copies the started value into a list, then passes it on."""
+
+    def __init__(self, outer: trio.TaskStatus[list[str]], into: list[str]) -> None:
+        self.outer = outer
+        self.into = into
+
+    def started(self, value: list[str] | None = None) -> None:
+        assert value is not None
+        self.into.extend(value)
+        self.outer.started(value)
+
+
+def web(served: Served, grace: float = 5.0) -> orchestra.Conductor:
+    """A conductor ``app`` with the server as its player ``web``."""
+    return orchestra.Conductor({"web": orchestra.PlayerSpec(served, grace=grace)}, name="app")
+
+
+async def test_a_request_is_served(journal: Journal) -> None:
+    """A GET is answered; the started value is the bound address, with the port picked.
+
+    The client's idle keep-alive connection is closed at the stop: it does not hold it.
+    """
+    served = Served(serve_asgi(App(journal), bind="127.0.0.1:0"))
+    with trio.fail_after(10):
+        async with background(web(served, grace=5)) as run, httpx.AsyncClient() as client:
+            response = await client.get(f"{served.url}/hello")
+            assert (response.status_code, response.text) == (200, "done /hello")
+            stopped = trio.current_time()
+            run.conductor.stop("test over")
+            assert await run.wait_stopped() is None
+            assert trio.current_time() - stopped < 2  # far from the 5 s grace
+    [url] = served.addresses
+    assert re.fullmatch(URL, url)  # the port that was picked, not 0
+    assert journal.events == ["startup", "shutdown"]
+
+
+async def test_it_is_started_once_bound_and_after_the_lifespan_startup(journal: Journal) -> None:
+    """``nursery.start`` returns only once a connection is accepted and the app started up."""
+    served = Served(serve_asgi(App(journal), bind="127.0.0.1:0"))
+    conductor = web(served)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            assert journal.events == ["startup"]
+            stream = await trio.open_tcp_stream("127.0.0.1", served.port)  # no retry needed
+            await stream.aclose()
+            conductor.stop("test over")
+
+
+async def test_under_a_plain_nursery_the_started_value_is_the_addresses(
+    journal: Journal,
+) -> None:
+    """Outside a conductor ``nursery.start`` gives hypercorn's addresses; cancelling stops it."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(serve_asgi(App(journal), bind="127.0.0.1:0"))
+            [url] = addresses
+            assert re.fullmatch(URL, url)
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(url)).text == "done /"
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_soft_stop_lets_a_request_in_flight_finish_and_refuses_new_ones(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """The slow request gets its 200 during the stop; a new connection is refused."""
+    app = App(journal, slow=4.0)  # longer than hypercorn's default graceful_timeout, 3 s
+    served = Served(serve_asgi(app, bind="127.0.0.1:0"))
+    responses: list[httpx.Response] = []
+    async with background(web(served, grace=10)) as run, httpx.AsyncClient(timeout=30) as client:
+
+        async def slow_request() -> None:
+            responses.append(await client.get(f"{served.url}/slow"))
+            journal("response")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_request)
+            await app.slow_entered.wait()
+            journal("stop")
+            run.conductor.stop("deploy")
+            await trio.testing.wait_all_tasks_blocked()  # hypercorn has seen the stop
+            with trio.socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+                await probe.connect(("127.0.0.1", served.port))
+            assert await run.wait_stopped() is None
+            journal("conductor returned")
+    [response] = responses
+    assert (response.status_code, response.text) == (200, "done /slow")
+    assert journal.events == [
+        "startup",
+        "slow request begins",
+        "stop",
+        "slow request ends",
+        "response",
+        "shutdown",
+        "conductor returned",
+    ]
+    stopped = journal.time_of("stop")
+    assert journal.time_of("slow request ends") == stopped + 4  # not cut at hypercorn's 3 s
+    assert journal.time_of("conductor returned") == stopped + 4  # nor waiting for the grace
+
+
+async def test_a_request_longer_than_the_grace_is_cancelled_at_the_deadline(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """The hard phase cuts the slow request; the conductor returns exactly at the deadline."""
+    app = App(journal, slow=10.0)
+    served = Served(serve_asgi(app, bind="127.0.0.1:0"))
+    failed: list[BaseException] = []
+    async with background(web(served, grace=0.5)) as run, httpx.AsyncClient(timeout=30) as client:
+
+        async def slow_request() -> None:
+            try:
+                await client.get(f"{served.url}/slow")
+            except httpx.TransportError as exc:
+                failed.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_request)
+            await app.slow_entered.wait()
+            journal("stop")
+            run.conductor.stop("deploy")
+            assert await run.wait_stopped() is None  # a stop, not a failure
+            journal("conductor returned")
+    assert journal.time_of("conductor returned") == journal.time_of("stop") + 0.5
+    assert "slow request ends" not in journal.events
+    [error] = failed
+    assert isinstance(error, httpx.RemoteProtocolError)  # the server closed the connection
+
+
+async def test_a_config_is_copied_and_bind_says_where_to_listen(journal: Journal) -> None:
+    """The caller's Config keeps its values; its own bind is ignored, ``bind=`` is used."""
+    config = Config()
+    config.bind = ["localhost"]  # not HOST:PORT: ignored, bind= says where to listen
+    config.graceful_timeout = 1.0
+    served = Served(serve_asgi(App(journal), bind="127.0.0.1:0", config=config))
+    conductor = orchestra.Conductor({"web": served})
+    with trio.fail_after(10):
+        async with background(conductor) as run, httpx.AsyncClient() as client:
+            assert (await client.get(served.url)).status_code == 200
+            run.conductor.stop("test over")
+            assert await run.wait_stopped() is None
+    assert (config.bind, config.graceful_timeout) == (["localhost"], 1.0)
+
+
+@pytest.mark.parametrize(
+    "bind",
+    [
+        "localhost",  # hypercorn would silently bind 127.0.0.1:8000
+        "",
+        "127.0.0.1:notaport",
+        ":99999",
+        "127.0.0.1:99999",
+        "127.0.0.1:-1",
+        ":8000",
+        "::1:8000",
+        "[127.0.0.1]:8000",
+        "unix:/tmp/app.sock",
+    ],
+)
+async def test_a_bind_that_does_not_parse_fails_the_start(bind: str) -> None:
+    """A bind that is not HOST:PORT is a ValueError naming the player, before started()."""
+    conductor = web(Served(serve_asgi(App(Journal()), bind=bind)))
+    with trio.fail_after(10), pytest.raises(orchestra.ConductorError) as caught:
+        await conductor()
+    assert_failures(caught.value, {"app/web": ValueError})
+    message = str(caught.value.failures["app/web"])
+    assert message.startswith(f"player 'app/web': bind {bind!r} must ")
+
+
+async def test_a_port_in_use_fails_the_start_and_rolls_back(journal: Journal) -> None:
+    """A busy port is an OSError with its errno, naming the player; the players before stop."""
+
+    async def before() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            journal("before stopped")
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        bind = f"127.0.0.1:{port}"
+        server = Served(serve_asgi(App(journal), bind=bind))
+        conductor = orchestra.Conductor({"before": before, "web": server}, name="app")
+        with trio.fail_after(10), pytest.raises(orchestra.ConductorError) as caught:
+            await conductor()
+    assert_failures(caught.value, {"app/web": OSError})
+    error = caught.value.failures["app/web"]
+    assert isinstance(error, OSError)
+    assert error.errno == errno.EADDRINUSE
+    assert str(error).startswith(f"[Errno {errno.EADDRINUSE}] player 'app/web' cannot listen on")
+    assert bind in str(error)
+    assert journal.events == ["before stopped"]  # not even the lifespan startup ran
+
+
+async def test_a_failed_lifespan_startup_fails_the_start_with_hypercorn_s_error() -> None:
+    """The app's startup failure is the failure itself, not hypercorn's nested groups."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    conductor = web(Served(serve_asgi(app, bind="127.0.0.1:0")))
+    with trio.fail_after(10), pytest.raises(orchestra.ConductorError) as caught:
+        await conductor()
+    assert_failures(caught.value, {"app/web": LifespanFailureError})
+    assert str(caught.value.failures["app/web"]) == "Lifespan failure in startup. 'no database'"
+
+
+async def test_a_missing_hypercorn_fails_the_start_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without hypercorn, the start fails with ModuleNotFoundError and the pip command."""
+    for name in [name for name in sys.modules if name.partition(".")[0] == "hypercorn"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    conductor = web(Served(serve_asgi(App(Journal()), bind="127.0.0.1:0")))
+    with trio.fail_after(10), pytest.raises(orchestra.ConductorError) as caught:
+        await conductor()
+    assert_failures(caught.value, {"app/web": ModuleNotFoundError})
+    assert str(caught.value.failures["app/web"]) == (
+        "player 'app/web' needs hypercorn, which is not installed;"
+        " install it with pip install 'trio-orchestra[asgi]'"
+    )
+
+
+async def test_a_config_of_the_wrong_type_fails_the_start() -> None:
+    """A config that is not a hypercorn Config is a TypeError at start, naming the player."""
+    player = serve_asgi(App(Journal()), config={"bind": "127.0.0.1:0"})  # type: ignore[arg-type]
+    conductor = web(Served(player))
+    with trio.fail_after(10), pytest.raises(orchestra.ConductorError) as caught:
+        await conductor()
+    assert_failures(caught.value, {"app/web": TypeError})
+    assert str(caught.value.failures["app/web"]) == (
+        "player 'app/web': config must be a hypercorn.config.Config or None, not dict"
+    )
+
+
+def test_bad_argument_types_are_refused_at_once() -> None:
+    """A non-callable app or a bind that is not a str is a TypeError when the player is made."""
+    with pytest.raises(
+        TypeError,
+        match=r"^serve_asgi: the app must be an ASGI application \(a callable\), not str$",
+    ):
+        serve_asgi("main:app")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^serve_asgi: bind must be a str, not int$"):
+        serve_asgi(App(Journal()), bind=8000)  # type: ignore[arg-type]
+
+
+def test_the_player_is_named_serve_asgi() -> None:
+    """The player's ``__name__`` is ``serve_asgi``; its qualified name says what it serves."""
+    player = serve_asgi(App(Journal()), bind="127.0.0.1:0")
+    assert player.__name__ == "serve_asgi"
+    assert player.__qualname__ == "serve_asgi(App, 127.0.0.1:0)"

@@ -1,0 +1,103 @@
+"""A TCP server player: ``serve_tcp(handler, port)`` over :func:`trio.serve_tcp`.
+
+Why this module: a server is the player that most needs a two-phase stop. Ready means
+listening, so the players after it start only once connections are accepted; the soft phase
+closes the listeners, so new connections are refused at once while the ones in flight finish
+within the grace; the hard phase cancels what is left.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ._checks import check_type
+from ._errors import lone_error
+from ._spec import check_async_callable, describe
+from ._stop import current_path, stop_or_never
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["serve_tcp"]
+
+_MAX_PORT = 65535
+
+TcpHandler = Callable[[trio.SocketStream], Awaitable[object]]
+
+
+def serve_tcp(
+    handler: TcpHandler, port: int, *, host: str | None = None
+) -> Callable[..., Awaitable[None]]:
+    """Return a player that serves TCP connections on *port* with *handler*.
+
+    Like :func:`trio.serve_tcp`, each connection is handled by ``await handler(stream)`` in a
+    task of its own. The player:
+
+    * is started once it listens, and its started value is the list of listeners
+      (``port=0`` picks a free port: read it from ``listeners[0].socket.getsockname()``);
+    * on a stop, closes the listeners at once, so new connections are refused, and waits for
+      the handlers in flight to return within its grace (a handler can call
+      :func:`current_stop` to learn about the stop, e.g. to close an idle keep-alive
+      connection); the hard phase cancels them;
+    * fails when a handler raises, as :func:`trio.serve_tcp` does (give it a restart policy,
+      or catch inside the handler); a single error is raised as itself, not in a group;
+    * fails to start, with an :class:`OSError` naming the player, when it cannot listen
+      (e.g. the port is in use), so its conductor's rollback applies.
+
+    Args:
+        handler: an async callable taking a :class:`trio.SocketStream`.
+        port: the TCP port; ``0`` for any free port.
+        host: the address to listen on (default: every interface, as in
+            :func:`trio.open_tcp_listeners`).
+
+    Example::
+
+        async def echo(stream: trio.SocketStream) -> None:
+            async for data in stream:
+                await stream.send_all(data)
+
+
+        conductor = orchestra.Conductor({"echo": orchestra.serve_tcp(echo, 7000)})
+    """
+    check_async_callable(handler, "serve_tcp: the handler")
+    if isinstance(port, bool) or not isinstance(port, int):  # pyright: ignore[reportUnnecessaryIsInstance]
+        msg = f"serve_tcp: the port must be an int, not {type(port).__name__}"
+        raise TypeError(msg)
+    if not 0 <= port <= _MAX_PORT:
+        msg = f"serve_tcp: the port must be from 0 to {_MAX_PORT}, not {port}"
+        raise ValueError(msg)
+    if host is not None:
+        check_type(host, str, "serve_tcp: the host", "a str or None")
+    where = f"{host or '*'}:{port}"
+
+    async def serve_tcp(
+        *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        stop = stop_or_never()
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            path = current_path("serve_tcp")
+            msg = f"player {path!r} cannot listen on {where}: {exc.strerror or exc}"
+            raise OSError(exc.errno, msg) from exc
+        try:
+            async with trio.open_nursery() as connections:
+                task_status.started(listeners)
+                with stop.soft_scope():
+                    await trio.serve_listeners(handler, listeners, handler_nursery=connections)
+        except BaseExceptionGroup as group:
+            # One handler's error is the failure itself, as a plain player would raise it (the
+            # nursery may add the Cancelled of the accept loop it tore down for it).
+            error = lone_error(group)
+            if error is not None:
+                raise error from None
+            raise
+        finally:
+            for listener in listeners:  # closed on a stop already; here also after a failure
+                listener.socket.close()
+
+    serve_tcp.__qualname__ = f"serve_tcp({describe(handler)}, {where})"
+    return serve_tcp
