@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 
 import trio
 
-from ._checks import check_type
+from ._checks import check_type, parse_address
 from ._errors import lone_error
 from ._spec import describe
 from ._stop import current_path, stop_or_never
@@ -32,28 +32,10 @@ if TYPE_CHECKING:  # hypercorn is an optional extra, imported when a player star
 
 __all__ = ["serve_asgi"]
 
-_MAX_PORT = 65535
 _DEFAULT_BIND = "127.0.0.1:8000"
-_FORMAT = "HOST:PORT, e.g. '127.0.0.1:8000' or '[::1]:8000' (serve_asgi listens on TCP only)"
 
 #: An ASGI 3 application: ``await app(scope, receive, send)``.
 ASGIApp = Callable[..., Awaitable[object]]
-
-
-def _parse_bind(text: str, player: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` or ``[IPV6]:PORT``; raise ``ValueError`` for anything else."""
-    host, colon, port = text.rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    if bracketed:
-        host = host[1:-1]
-    # An IPv6 address must be in brackets (its own colons are ambiguous), and only it may be.
-    if not colon or not host or (":" in host) != bracketed:
-        msg = f"player {player!r}: bind {text!r} must be {_FORMAT}"
-        raise ValueError(msg)
-    if not (port.isascii() and port.isdigit()) or int(port) > _MAX_PORT:
-        msg = f"player {player!r}: bind {text!r} must end with a port from 0 to {_MAX_PORT}"
-        raise ValueError(msg)
-    return host, int(port)
 
 
 async def _listen(text: str, host: str, port: int, player: str) -> socket.socket:
@@ -177,7 +159,7 @@ def serve_asgi(
         player = current_path("serve_asgi")
         config_class, serve = _import_hypercorn(player)
         settings = _settings(config_class, config, player)
-        host, port = _parse_bind(bind, player)
+        host, port = parse_address(bind, f"player {player!r}: bind")
         sockets: list[socket.socket] = []
         try:
             sockets.append(await _listen(bind, host, port, player))

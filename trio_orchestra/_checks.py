@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_number", "check_time", "check_type"]
+__all__ = ["check_number", "check_time", "check_type", "parse_address"]
+
+MAX_PORT = 65535
+_ADDRESS = "HOST:PORT, e.g. '127.0.0.1:8000' or '[::1]:8000'"
 
 
 def check_number(
@@ -33,3 +36,19 @@ def check_type(value: object, kind: type | tuple[type, ...], what: str, wanted: 
     if not isinstance(value, kind):
         msg = f"{what} must be {wanted}, not {type(value).__name__}"
         raise TypeError(msg)
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` or ``[IPV6]:PORT``; raise ``ValueError`` naming *what* otherwise."""
+    host, colon, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    # An IPv6 address must be in brackets (its own colons are ambiguous), and only it may be.
+    if not colon or not host or (":" in host) != bracketed:
+        msg = f"{what} {text!r} must be {_ADDRESS}"
+        raise ValueError(msg)
+    if not (port.isascii() and port.isdigit()) or int(port) > MAX_PORT:
+        msg = f"{what} {text!r} must end with a port from 0 to {MAX_PORT}"
+        raise ValueError(msg)
+    return host, int(port)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, cast
 
+from ._checks import parse_address
 from ._conductor import Conductor
 from ._runner import as_conductor, run
 from ._spec import AsyncFn, PlayerSpec
@@ -35,6 +36,14 @@ def _seconds(text: str) -> float:
         msg = f"{text!r} must be zero or more seconds"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text, "the address")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,8 +69,21 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         help="exit with status 70 this many seconds after the stop began",
     )
+    run_cmd.add_argument(
+        "--health",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve /livez /readyz /status /metrics and a status page there",
+    )
     demo = commands.add_parser("demo", help="run a small supervised tree you can watch")
     demo.add_argument("--log-level", default="INFO", type=str.upper, choices=_LEVELS)
+    demo.add_argument(
+        "--health",
+        type=_address,
+        metavar="HOST:PORT",
+        default="127.0.0.1:8080",
+        help="where the demo serves its health endpoint and page (default 127.0.0.1:8080)",
+    )
     return parser
 
 
@@ -102,10 +124,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if args.command == "demo":
         from ._demo import demo_conductor  # noqa: PLC0415 - only the demo needs it
 
-        run(demo_conductor())
+        run(demo_conductor(), health=args.health)
     if "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: the current directory is importable
     conductor = _load(parser, args.target)
     if args.grace is not None:
         conductor = as_conductor(conductor, grace=args.grace)
-    run(conductor, force_exit_after=args.force_exit_after)
+    run(conductor, force_exit_after=args.force_exit_after, health=args.health)

@@ -89,6 +89,20 @@ _PHASE_STATE = {
 }
 
 
+def _both(
+    first: Callable[[events.Event], object], second: Callable[[events.Event], object]
+) -> Callable[[events.Event], object]:
+    """One event hook that calls *first*, then *second*, even when *first* raised."""
+
+    def hook(event: events.Event) -> None:
+        try:
+            first(event)
+        finally:
+            second(event)
+
+    return hook
+
+
 def _not_running(*_args: object, **_kwargs: object) -> None:
     """What spawning a player means outside a run: a bug."""
     msg = "a player was spawned outside a conductor run; this is a bug in trio_orchestra"
@@ -421,6 +435,9 @@ class Conductor:
         self._prestop: str | None = None
         self._prestopped = False
         self._stop_hooks: list[Callable[[str | None], object]] = []
+        # The runner's own listener (systemd STATUS lines): sees every event of the tree,
+        # whatever on_event hooks the conductors have. Set on the root; nested ones inherit it.
+        self._observer: Callable[[events.Event], object] | None = None
         self._path = name
         self._reset()
 
@@ -658,8 +675,7 @@ class Conductor:
         self._path = parent.path if parent is not None else self._name
         self._reset()
         self._parent_slot = parent
-        if parent is not None and self._hook is None:
-            self._hook = parent.conductor._hook
+        self._choose_hook(parent)
         escaped: BaseException | None = None
         task = trio.lowlevel.current_task()
         supervisors[task] = self
@@ -687,6 +703,18 @@ class Conductor:
             raise self._cancelled
 
     # -- run state --------------------------------------------------------------------------
+
+    def _choose_hook(self, parent: _Slot | None) -> None:
+        """This run's event hook: our on_event, else the parent's; plus the runner's observer."""
+        if parent is not None:
+            self._observer = parent.conductor._observer
+            if self._hook is None:
+                self._hook = parent.conductor._hook  # with the observer in it, if any
+            elif self._observer is not None:
+                self._hook = _both(self._hook, self._observer)
+        elif self._observer is not None:
+            own = self._hook
+            self._hook = self._observer if own is None else _both(own, self._observer)
 
     def _reset(self) -> None:
         """Forget the previous run: a new run starts fresh from the declared players."""

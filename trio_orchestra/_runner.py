@@ -25,10 +25,11 @@ import trio
 
 from ._conductor import Conductor
 from ._errors import ConductorError
+from ._health import HealthEndpoint
+from ._lifecycle import PlayerState
+from ._report import event_line, one_line
 from ._spec import PlayerSpec, as_spec, describe
-
-if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
-    from exceptiongroup import BaseExceptionGroup
+from ._systemd import SystemdNotifier
 
 __all__ = ["as_conductor", "play_until_signal", "run"]
 
@@ -107,44 +108,81 @@ class _SignalCatcher:
             self._conductor.stop(f"received {name} again: forced stop", force=True)
 
 
-async def _play(
+class _ReadyNotice:
+    """The root's ``task_status``: tells systemd READY=1, unless a stop cut the start short."""
+
+    def __init__(self, conductor: Conductor, notifier: SystemdNotifier) -> None:
+        self._conductor = conductor
+        self._notifier = notifier
+
+    def started(self, value: Conductor | None = None) -> None:
+        del value
+        tree = self._conductor.status()
+        if tree.state is PlayerState.RUNNING:
+            self._notifier.send("READY=1", "STATUS=" + one_line(tree))
+
+
+async def _play(  # noqa: C901 - one place sets up and tears down every operation
     conductor: Conductor,
     signals: Sequence[int],
     *,
     on_last: Callable[[str], object] | None = None,
     force_exit_after: float | None = None,
+    health: HealthEndpoint | None = None,
 ) -> None:
+    """Run *conductor* under the signal handlers, with the operations asked for."""
     catcher = _SignalCatcher(conductor, signals, on_last)
+    notifier = SystemdNotifier.from_environ()
+    if on_last is None:
+        force_exit_after = None
     with catcher.installed():
-        if force_exit_after is None or on_last is None:
+        if force_exit_after is None and health is None and notifier is None:
             await conductor()
             return
         stopping = trio.Event()
+
+        def on_stop(reason: str | None) -> None:
+            stopping.set()
+            if notifier is not None:
+                notifier.send("STOPPING=1", "STATUS=stopping: " + (reason or "stop requested"))
+
+        async def force_exit_later(seconds: float, exit_now: Callable[[str], object]) -> None:
+            await stopping.wait()
+            await trio.sleep(seconds)
+            exit_now(f"force_exit_after ({seconds:g} s)")
+
         outcome: list[BaseException] = []
-        conductor._stop_hooks.append(lambda _reason: stopping.set())
+        conductor._stop_hooks.append(on_stop)
+        if notifier is not None:
+            conductor._observer = lambda event: notifier.status(event_line(event))
         try:
             async with trio.open_nursery() as nursery:
-
-                async def force_exit_later() -> None:
-                    await stopping.wait()
-                    await trio.sleep(force_exit_after)
-                    on_last(f"force_exit_after ({force_exit_after:g} s)")
-
-                nursery.start_soon(force_exit_later)
                 try:
-                    await conductor()
-                except BaseException as exc:  # noqa: BLE001 - re-raised outside the nursery
+                    if health is not None:  # listening before the first player starts
+                        await nursery.start(health.serve)
+                    if force_exit_after is not None and on_last is not None:
+                        nursery.start_soon(force_exit_later, force_exit_after, on_last)
+                    if notifier is None:
+                        await conductor()
+                    else:
+                        nursery.start_soon(notifier.watchdog)
+                        await conductor(task_status=_ReadyNotice(conductor, notifier))
+                except BaseException as exc:  # noqa: BLE001 - raised below, outside the group
                     outcome.append(exc)
                 nursery.cancel_scope.cancel()
-        except BaseExceptionGroup:  # pragma: no cover - only the outer cancellation
-            if not outcome:
-                raise
+        finally:
+            conductor._stop_hooks.remove(on_stop)
+            conductor._observer = None
+            if notifier is not None:
+                notifier.close()
         if outcome:
             raise outcome[0]
 
 
 async def play_until_signal(
-    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]], *signals: int
+    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]],
+    *signals: int,
+    health: str | None = None,
 ) -> None:
     """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
 
@@ -154,18 +192,29 @@ async def play_until_signal(
     :class:`PlayerSpec`) is wrapped in a one-player conductor named after it. A stop caused by
     a signal, in which everything stopped in time, returns normally.
 
+    With *health* (``"HOST:PORT"``), the health endpoint is served there from before the first
+    player starts until the tree has returned (see :doc:`/operations`). When the environment
+    has ``NOTIFY_SOCKET`` (systemd's ``Type=notify``), systemd is told ``READY=1`` once the tree
+    is started, ``STATUS=`` lines as players change state, ``WATCHDOG=1`` every half of
+    ``WATCHDOG_USEC``, and ``STOPPING=1`` when a stop begins.
+
     Raises:
         ConductorError: a player failed.
+        ValueError: *health* is not ``HOST:PORT``.
+        ModuleNotFoundError: *health* is given but h11 (the ``health`` extra) is not installed.
+        OSError: the health endpoint cannot listen (nothing was started).
 
     Example::
 
         async def main():
-            await orchestra.play_until_signal(conductor)
+            await orchestra.play_until_signal(conductor, health="127.0.0.1:8080")
 
 
         trio.run(main)
     """
-    await _play(as_conductor(player), signals or _DEFAULT_SIGNALS)
+    conductor = as_conductor(player)
+    endpoint = None if health is None else HealthEndpoint(conductor, health)
+    await _play(conductor, signals or _DEFAULT_SIGNALS, health=endpoint)
 
 
 def _report_stuck(conductor: Conductor, why: str, stream: TextIO) -> None:
@@ -193,22 +242,28 @@ def run(
     *,
     signals: Sequence[int] = _DEFAULT_SIGNALS,
     force_exit_after: float | None = None,
+    health: str | None = None,
 ) -> NoReturn:
     """Run *player* as the program's ``main()``, and exit with its status.
 
-    ``trio.run`` plus :func:`play_until_signal`, then :func:`sys.exit` with:
+    ``trio.run`` plus :func:`play_until_signal` (with its *health* endpoint and systemd
+    notifications), then :func:`sys.exit` with:
 
     * ``0`` when it stopped cleanly, also after a forced stop that left no failure;
-    * ``1`` when a player failed (the failures are printed, by path, on stderr);
+    * ``1`` when a player failed (the failures are printed, by path, on stderr), or when the
+      health endpoint could not listen (nothing was started);
     * ``70`` at once, on a third signal or when *force_exit_after* seconds have passed since
       the stop began: every player still running is printed with where it is stuck.
+
+    A bad *health* address, or a missing h11, raises at once, before anything runs.
 
     Example::
 
         if __name__ == "__main__":
-            orchestra.run(conductor, force_exit_after=60)
+            orchestra.run(conductor, force_exit_after=60, health="0.0.0.0:8080")
     """
     conductor = as_conductor(player)
+    endpoint = None if health is None else HealthEndpoint(conductor, health)
 
     def exit_now(why: str) -> None:
         _report_stuck(conductor, why, sys.stderr)
@@ -216,9 +271,18 @@ def run(
 
     async def main() -> int:
         try:
-            await _play(conductor, signals, on_last=exit_now, force_exit_after=force_exit_after)
+            await _play(
+                conductor,
+                signals,
+                on_last=exit_now,
+                force_exit_after=force_exit_after,
+                health=endpoint,
+            )
         except ConductorError as error:
             _report_failure(error, sys.stderr)
+            return 1
+        except OSError as error:  # only the health endpoint's: players' are in the error above
+            sys.stderr.write(f"trio_orchestra: {error.strerror or error}\n")
             return 1
         return 0
 

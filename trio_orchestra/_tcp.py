@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ._checks import check_type
+from ._checks import MAX_PORT, check_type
 from ._errors import lone_error
 from ._spec import check_async_callable, describe
 from ._stop import current_path, stop_or_never
@@ -23,7 +23,6 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
 
 __all__ = ["serve_tcp"]
 
-_MAX_PORT = 65535
 
 TcpHandler = Callable[[trio.SocketStream], Awaitable[object]]
 
@@ -66,8 +65,8 @@ def serve_tcp(
     if isinstance(port, bool) or not isinstance(port, int):  # pyright: ignore[reportUnnecessaryIsInstance]
         msg = f"serve_tcp: the port must be an int, not {type(port).__name__}"
         raise TypeError(msg)
-    if not 0 <= port <= _MAX_PORT:
-        msg = f"serve_tcp: the port must be from 0 to {_MAX_PORT}, not {port}"
+    if not 0 <= port <= MAX_PORT:
+        msg = f"serve_tcp: the port must be from 0 to {MAX_PORT}, not {port}"
         raise ValueError(msg)
     if host is not None:
         check_type(host, str, "serve_tcp: the host", "a str or None")

@@ -1,0 +1,181 @@
+"""The health endpoint: ``/livez``, ``/readyz``, ``/status``, ``/metrics`` and a page, over HTTP.
+
+Why this module: Kubernetes probes, load balancers, Prometheus and a person with a browser all
+ask the same question, "how is the tree?", over HTTP. The runner serves it next to the tree,
+from before the first player starts until the root returns, so a probe never sees a program
+that runs but cannot answer. HTTP is h11's (the optional ``health`` extra), never hand-parsed;
+every answer is rendered from one :meth:`Conductor.status` snapshot taken per request, so an
+idle endpoint costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._checks import parse_address
+from ._conductor import Conductor
+from ._report import metrics_text, page_html, readiness, status_json
+
+if TYPE_CHECKING:
+    import h11
+
+__all__ = ["HealthEndpoint"]
+
+logger = logging.getLogger("trio_orchestra")
+
+#: Seconds a connection may stay idle (or take to send a request) before it is closed.
+IDLE_TIMEOUT = 10.0
+_MAX_READ = 16384
+_TEXT = "text/plain; charset=utf-8"
+_Response = tuple[int, str, str]  # status, content type, body
+
+
+def _check_h11(where: str) -> None:
+    """Raise a clear error now, before anything runs, if the optional h11 is not installed."""
+    if importlib.util.find_spec("h11") is None:
+        msg = f"{where} needs h11, which is not installed; pip install 'trio-orchestra[health]'"
+        raise ModuleNotFoundError(msg, name="h11")
+
+
+class HealthEndpoint:
+    """Answers health requests about *conductor* on ``HOST:PORT``.
+
+    Example::
+
+        endpoint = HealthEndpoint(conductor, "127.0.0.1:8080")
+        listeners = await nursery.start(endpoint.serve)
+    """
+
+    def __init__(self, conductor: Conductor, address: str) -> None:
+        """Check *address* and that h11 is installed; bind nothing yet."""
+        self.address = address
+        self.host, self.port = parse_address(address, "the health address")
+        _check_h11(f"the health endpoint on {address}")
+        self._conductor = conductor
+        self._routes: dict[str, Callable[[], _Response]] = {
+            "/livez": lambda: (200, _TEXT, "ok\n"),
+            "/readyz": self._readyz,
+            "/status": self._status,
+            "/metrics": self._metrics,
+            "/": self._page,
+        }
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen, report the listeners as started, and answer until cancelled."""
+        try:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        except OSError as exc:
+            msg = f"the health endpoint cannot listen on {self.address}: {exc.strerror or exc}"
+            raise OSError(exc.errno, msg) from exc
+        if logger.isEnabledFor(logging.INFO):
+            for listener in listeners:
+                host, port = listener.socket.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                logger.info("health endpoint on http://%s:%d/", shown, port)
+        task_status.started(listeners)
+        await trio.serve_listeners(self._connection, listeners)
+
+    # -- the answers --------------------------------------------------------------------------
+
+    def _readyz(self) -> _Response:
+        waiting = readiness(self._conductor.status())
+        if waiting:
+            return 503, _TEXT, "not ready: " + "; ".join(waiting) + "\n"
+        return 200, _TEXT, "ready\n"
+
+    def _status(self) -> _Response:
+        body = status_json(self._conductor.status(), trio.current_time())
+        return 200, "application/json", body
+
+    def _metrics(self) -> _Response:
+        body = metrics_text(self._conductor.status(), trio.current_time())
+        return 200, "text/plain; version=0.0.4; charset=utf-8", body
+
+    def _page(self) -> _Response:
+        body = page_html(self._conductor.status(), trio.current_time())
+        return 200, "text/html; charset=utf-8", body
+
+    def _answer(self, request: h11.Request) -> tuple[_Response, list[tuple[str, str]]]:
+        if request.method not in {b"GET", b"HEAD"}:
+            return (405, _TEXT, "only GET and HEAD\n"), [("allow", "GET, HEAD")]
+        path = request.target.partition(b"?")[0].decode("ascii", "replace")
+        route = self._routes.get(path)
+        if route is None:
+            return (404, _TEXT, f"no {path}; try /livez /readyz /status /metrics /\n"), []
+        return route(), []
+
+    # -- HTTP/1.1 with h11 --------------------------------------------------------------------
+
+    async def _respond(
+        self, connection: h11.Connection, stream: trio.SocketStream, request: h11.Request
+    ) -> None:
+        import h11  # noqa: PLC0415 - checked at construction; an optional extra
+
+        (status, kind, body), extra = self._answer(request)
+        data = body.encode()
+        headers = [
+            ("content-type", kind),
+            ("content-length", str(len(data))),
+            ("cache-control", "no-store"),
+            *extra,
+        ]
+        await _send(connection, stream, h11.Response(status_code=status, headers=headers))
+        if request.method != b"HEAD":
+            await _send(connection, stream, h11.Data(data=data))
+        await _send(connection, stream, h11.EndOfMessage())
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        import h11  # noqa: PLC0415 - checked at construction; an optional extra
+
+        connection = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                with trio.move_on_after(IDLE_TIMEOUT):
+                    request = await _next_request(connection, stream)
+                    if request is None:
+                        return
+                    await self._respond(connection, stream, request)
+                if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+                    return  # timed out, or either side wants to close
+                connection.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            if connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+                response = h11.Response(
+                    status_code=exc.error_status_hint,
+                    headers=[("content-length", "0"), ("connection", "close")],
+                )
+                await _send(connection, stream, response)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+
+
+async def _next_request(
+    connection: h11.Connection, stream: trio.SocketStream
+) -> h11.Request | None:
+    """Read one whole request (its body is drained and ignored); ``None`` when closed."""
+    import h11  # noqa: PLC0415 - checked at construction; an optional extra
+
+    request: h11.Request | None = None
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            connection.receive_data(await stream.receive_some(_MAX_READ))
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage):
+            return request
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None
+
+
+async def _send(connection: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
+    data = connection.send(event)
+    if data:
+        await stream.send_all(data)

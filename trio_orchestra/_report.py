@@ -1,0 +1,198 @@
+"""The status tree rendered for people and programs: JSON, Prometheus text, HTML, one line.
+
+Why this module: the health endpoint, systemd's ``STATUS=`` and the demo's terminal view all
+show the same snapshot (:meth:`Conductor.status`); each rendering is a pure function of that
+snapshot and the current time, so it is tested without a server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterator
+
+from . import _events as events
+from ._lifecycle import PlayerState
+from ._status import PlayerStatus
+
+__all__ = [
+    "describe_error",
+    "event_line",
+    "metrics_text",
+    "one_line",
+    "page_html",
+    "readiness",
+    "status_json",
+]
+
+_S = PlayerState
+#: States in which a player is not ready (the contract's /readyz rule): done players are.
+_NOT_READY = frozenset({_S.STARTING, _S.STOPPING, _S.BACKOFF})
+#: States in which a player has an uptime: it is started and its task still runs.
+_UP = frozenset({_S.RUNNING, _S.STOPPING})
+_COLORS = {
+    _S.STARTING: "#1565c0",
+    _S.RUNNING: "#2e7d32",
+    _S.STOPPING: "#ef6c00",
+    _S.BACKOFF: "#c62828",
+    _S.DONE: "#616161",
+    _S.FAILED: "#b71c1c",
+}
+
+
+def describe_error(error: BaseException | None) -> str | None:
+    """``"ValueError: bad row"``, or ``None``."""
+    if error is None:
+        return None
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def uptime(node: PlayerStatus, now: float) -> float | None:
+    """Seconds since *node* last became started, while it is started; else ``None``."""
+    if node.state not in _UP or node.started_at is None:
+        return None
+    return max(0.0, now - node.started_at)
+
+
+def readiness(tree: PlayerStatus) -> list[str]:
+    """Why the tree is not ready, or nothing when it is.
+
+    Ready: the root is started, and no player is starting, stopping or in backoff.
+    """
+    if tree.state is not _S.RUNNING:
+        return [f"{tree.path} is {tree.state.value}"]
+    return [
+        f"{node.path} is {node.state.value}" for node in _below(tree) if node.state in _NOT_READY
+    ]
+
+
+def _below(tree: PlayerStatus) -> Iterator[PlayerStatus]:
+    walk = tree.walk()
+    next(walk)  # the root itself
+    return walk
+
+
+def _node_json(node: PlayerStatus, now: float) -> dict[str, object]:
+    return {
+        "path": node.path,
+        "name": node.path.rpartition("/")[2],
+        "state": node.state.value,
+        "restarts": node.restarts,
+        "last_error": describe_error(node.last_error),
+        "uptime": uptime(node, now),
+        "children": [_node_json(child, now) for child in node.children.values()],
+    }
+
+
+def status_json(tree: PlayerStatus, now: float) -> str:
+    """The tree as JSON: each node with its path, state, restarts, last error, uptime."""
+    return json.dumps(_node_json(tree, now), indent=2) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value, escaped as the text exposition format says."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _family(name: str, kind: str, text: str) -> list[str]:
+    return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+def metrics_text(tree: PlayerStatus, now: float) -> str:
+    """The tree in the Prometheus text exposition format (version 0.0.4)."""
+    nodes = [(node, _label(node.path)) for node in tree.walk()]
+    lines = _family("trio_orchestra_ready", "gauge", "1 when /readyz answers 200, else 0.")
+    lines.append(f"trio_orchestra_ready {0 if readiness(tree) else 1}")
+    lines += _family("trio_orchestra_player_state", "gauge", "1 for the player's state, else 0.")
+    lines.extend(
+        f'trio_orchestra_player_state{{path="{path}",state="{state.value}"}}'
+        f" {1 if node.state is state else 0}"
+        for node, path in nodes
+        for state in _S
+    )
+    restarts = "trio_orchestra_player_restarts_total"
+    lines += _family(restarts, "counter", "Restarts in the conductor's current run.")
+    lines.extend(f'{restarts}{{path="{path}"}} {node.restarts}' for node, path in nodes)
+    up = "trio_orchestra_player_uptime_seconds"
+    lines += _family(up, "gauge", "Seconds since the player became started (0 when it is not).")
+    lines.extend(f'{up}{{path="{path}"}} {uptime(node, now) or 0:.3f}' for node, path in nodes)
+    return "\n".join(lines) + "\n"
+
+
+def _node_html(node: PlayerStatus, now: float) -> str:
+    name = html.escape(node.path.rpartition("/")[2])
+    state = node.state.value
+    up = uptime(node, now)
+    facts = [f"restarts {node.restarts}"]
+    if up is not None:
+        facts.append(f"up {up:.0f} s")
+    error = describe_error(node.last_error)
+    error_html = f'<div class="error">{html.escape(error)}</div>' if error else ""
+    children = "".join(_node_html(child, now) for child in node.children.values())
+    below = f"<ul>{children}</ul>" if children else ""
+    return (
+        f'<li data-path="{html.escape(node.path)}" data-state="{state}">'
+        f'<span class="name">{name}</span> <span class="state {state}">{state}</span>'
+        f' <span class="facts">{html.escape(", ".join(facts))}</span>{error_html}{below}</li>'
+    )
+
+
+def page_html(tree: PlayerStatus, now: float, *, refresh: float = 2.0) -> str:
+    """A small HTML page of the tree that reloads itself every *refresh* seconds."""
+    colors = "".join(
+        f".state.{state.value}{{background:{color}}}" for state, color in _COLORS.items()
+    )
+    waiting = readiness(tree)
+    summary = "ready" if not waiting else "not ready: " + "; ".join(waiting)
+    title = html.escape(f"{tree.path}: {tree.state.value}")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{refresh:g}">
+<title>{title}</title>
+<style>
+body{{font:15px/1.5 system-ui,sans-serif;margin:1.5em;color:#212121}}
+ul{{list-style:none;padding-left:1.4em;border-left:1px solid #ddd}}
+#tree>ul{{border:0;padding:0}}
+.name{{font-weight:600}}
+.state{{color:#fff;border-radius:4px;padding:0 .5em;font-size:13px}}
+.facts{{color:#757575;font-size:13px}}
+.error{{color:#b71c1c;font-family:monospace;font-size:13px}}
+{colors}
+</style></head>
+<body><h1>{html.escape(tree.path)}</h1>
+<p id="summary">{html.escape(summary)}</p>
+<div id="tree"><ul>{_node_html(tree, now)}</ul></div>
+</body></html>
+"""
+
+
+def one_line(tree: PlayerStatus) -> str:
+    """A compact summary: ``"app running: 5 running, 1 backoff"``."""
+    counts: dict[str, int] = {}
+    for node in _below(tree):
+        if not node.children:
+            counts[node.state.value] = counts.get(node.state.value, 0) + 1
+    parts = ", ".join(f"{count} {state}" for state, count in counts.items())
+    return f"{tree.path} {tree.state.value}: {parts or 'no players'}"
+
+
+def event_line(event: events.Event) -> str:
+    """One short human line for *event*, as systemd's ``STATUS=`` shows it."""
+    path = event.path
+    if isinstance(event, events.Failed):
+        return f"{path} failed: {describe_error(event.error)}"
+    if isinstance(event, events.Restarting):
+        return f"{path} restarting in {event.delay:.3g} s (restart {event.restarts})"
+    if isinstance(event, events.Stopping):
+        return f"{path} stopping: {event.reason or 'stop requested'}"
+    if isinstance(event, events.RestartLimitExceeded):
+        return f"{path} gave up: more than {event.max_restarts} restarts in {event.period:g} s"
+    if isinstance(event, events.Straggling):
+        return f"{path} is stuck after its hard cancel"
+    words: dict[type[events.Event], str] = {
+        events.Started: "starting",
+        events.Ready: "running",
+        events.Stopped: "stopped",
+    }
+    return f"{path} {words.get(type(event), type(event).__name__.lower())}"
