@@ -37,6 +37,8 @@ __all__ = ["as_conductor", "play_until_signal", "run"]
 EXIT_STUCK = 70
 
 _DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: How long the runner waits, after the tree returned, for systemd's last notifications.
+_NOTIFY_CLOSE_SECONDS = 1.0
 
 
 def as_conductor(
@@ -165,16 +167,17 @@ async def _play(  # noqa: C901 - one place sets up and tears down every operatio
                     if notifier is None:
                         await conductor()
                     else:
-                        nursery.start_soon(notifier.watchdog)
+                        nursery.start_soon(notifier.run)
                         await conductor(task_status=_ReadyNotice(conductor, notifier))
                 except BaseException as exc:  # noqa: BLE001 - raised below, outside the group
                     outcome.append(exc)
+                if notifier is not None:  # tell what is still queued (STOPPING=1), briefly
+                    with trio.move_on_after(_NOTIFY_CLOSE_SECONDS, shield=True):
+                        await notifier.close()
                 nursery.cancel_scope.cancel()
         finally:
             conductor._stop_hooks.remove(on_stop)
             conductor._observer = None
-            if notifier is not None:
-                notifier.close()
         if outcome:
             raise outcome[0]
 

@@ -9,11 +9,12 @@ The watchdog runs on Trio's clock, so a blocked event loop stops it, which is th
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import NoReturn, final
+from typing import final
 
 import trio
 
@@ -24,12 +25,23 @@ logger = logging.getLogger("trio_orchestra")
 
 @final
 class SystemdNotifier:
-    """Sends notifications to the service manager's socket; never raises for a failed send."""
+    """Sends notifications to the service manager's socket, from a task of its own.
+
+    :meth:`send` and :meth:`status` are synchronous (they are called from event hooks): they
+    queue the message and wake the sender, which never blocks the event loop and never loses
+    a message to a full socket queue (the kernel keeps only a few datagrams for a slow reader:
+    the sender waits for room instead). ``STATUS=`` lines are coalesced: a burst of state
+    changes sends only the latest one. A failed send is logged once, never raised.
+    """
 
     def __init__(self, address: str, watchdog_interval: float | None) -> None:
         self.address = address
         self.watchdog_interval = watchdog_interval
-        self._socket: socket.socket | None = None
+        self._outbox: collections.deque[str] = collections.deque()
+        self._status: str | None = None
+        self._wake = trio.Event()
+        self._closing = False
+        self._done = trio.Event()
         self._warned = False
 
     @classmethod
@@ -53,35 +65,54 @@ class SystemdNotifier:
         return cls(address, _watchdog_interval(env))
 
     def send(self, *lines: str) -> None:
-        """Send one datagram of ``KEY=value`` *lines*; a failure is logged once, not raised."""
-        try:
-            if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._socket.setblocking(False)  # noqa: FBT003 - the socket API's own flag
-            self._socket.sendto("\n".join(lines).encode(), self.address)
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                logger.warning("cannot notify systemd through NOTIFY_SOCKET: %s", exc)
+        """Queue one datagram of ``KEY=value`` *lines*."""
+        self._outbox.append("\n".join(lines))
+        self._wake.set()
 
     def status(self, text: str) -> None:
-        """Send a short human ``STATUS=`` line (one line: newlines become spaces)."""
-        self.send("STATUS=" + " ".join(text.split()))
+        """Queue a short human ``STATUS=`` line (one line: newlines become spaces)."""
+        self._status = "STATUS=" + " ".join(text.split())
+        self._wake.set()
 
-    async def watchdog(self) -> NoReturn:
-        """Send ``WATCHDOG=1`` every interval, on Trio's clock, until cancelled."""
-        interval = self.watchdog_interval
-        if interval is None:
-            await trio.sleep_forever()
+    async def run(self) -> None:
+        """Send what is queued, and ``WATCHDOG=1`` every interval, until :meth:`close`."""
+        with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            async with trio.open_nursery() as nursery:
+                if self.watchdog_interval is not None:
+                    nursery.start_soon(self._watchdog, self.watchdog_interval)
+                while True:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    await self._flush(sock)
+                    if self._closing:
+                        break
+                nursery.cancel_scope.cancel()
+        self._done.set()
+
+    async def close(self) -> None:
+        """Send what is still queued, then end :meth:`run` (call it while ``run`` runs)."""
+        self._closing = True
+        self._wake.set()
+        await self._done.wait()
+
+    async def _watchdog(self, interval: float) -> None:
+        # On Trio's clock: a blocked event loop stops the pings, which is the point.
         while True:
             self.send("WATCHDOG=1")
             await trio.sleep(interval)
 
-    def close(self) -> None:
-        """Close the socket (sending again reopens it)."""
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+    async def _flush(self, sock: trio.socket.SocketType) -> None:
+        while self._outbox or self._status is not None:
+            if self._outbox:
+                message = self._outbox.popleft()
+            else:
+                message, self._status = self._status or "", None
+            try:
+                await sock.sendto(message.encode(), self.address)
+            except OSError as exc:
+                if not self._warned:
+                    self._warned = True
+                    logger.warning("cannot notify systemd through NOTIFY_SOCKET: %s", exc)
 
 
 def _watchdog_interval(env: Mapping[str, str]) -> float | None:
