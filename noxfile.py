@@ -83,7 +83,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
     """Run the demo supervision tree; stop it with Ctrl-C (twice to skip the grace periods)."""
-    session.install(".")
+    session.install(".[asgi,health]")
     # Ctrl-C reaches the demo directly from the terminal: let it stop at its own pace instead
     # of nox's default of SIGTERM after 0.3 s (which the demo would take as a second signal).
     session.run("python", "-m", "trio_orchestra", "demo", *session.posargs, interrupt_timeout=None)

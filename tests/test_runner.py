@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -331,21 +333,47 @@ def test_the_command_line_rejects_a_bad_target(script: Path, target: str, messag
     assert message in result.stderr
 
 
-def test_the_demo_runs_and_stops_gracefully_on_ctrl_c(tmp_path: Path) -> None:
-    """``python -m trio_orchestra demo`` starts its tree and stops it in order on SIGINT."""
-    child = Child(["-m", "trio_orchestra", "demo"], tmp_path)
+def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    """``python -m trio_orchestra demo`` works as the README says.
+
+    Its tree starts, the health endpoint and the web app answer, the live view prints the
+    tree, and SIGINT stops it in reverse order, the sidecar process on SIGTERM, exit 0.
+    """
+    child = Child(
+        ["-m", "trio_orchestra", "demo", "--health", "127.0.0.1:0", "--web", "127.0.0.1:0"],
+        tmp_path,
+    )
     assert child.process.stderr is not None
     lines: list[str] = []
+    health = ""
     for line in child.process.stderr:
         lines.append(line)
-        if "player demo/heartbeat started" in line:
+        if "health endpoint on " in line:
+            health = line.split("health endpoint on ")[1].strip()
+        if "sidecar: tick 1" in line:  # its SIGTERM handler is in place
             break
+    assert health.startswith("http://127.0.0.1:"), lines
+    with urllib.request.urlopen(health + "status", timeout=10) as answer:  # noqa: S310 - ours
+        tree = json.loads(answer.read())
+    assert [node["path"] for node in tree["children"]] == [
+        "demo/web",
+        "demo/jobs",
+        "demo/flaky",
+        "demo/sidecar",
+        "demo/view",
+    ]
+    with urllib.request.urlopen(health, timeout=10) as answer:  # noqa: S310 - ours
+        assert 'data-path="demo/jobs/worker-1"' in answer.read().decode()
+    child.wait_for("queue-feeder")  # the live view printed the tree on stdout
     child.signal(signal.SIGINT)
     status, _, err = child.finish()
     assert status == 0, [*lines, err]
     stopped = [
-        line.split("player ")[1].split()[0] for line in err.splitlines() if "stopped" in line
+        line.split("player ")[1].split()[0] for line in err.splitlines() if " stopped" in line
     ]
-    assert stopped[0] == "demo/heartbeat"
-    assert stopped[-1] == "demo/echo"
+    assert stopped[0] == "demo/view"
+    assert stopped[-1] == "demo/web"
     assert stopped.index("demo/jobs") > stopped.index("demo/jobs/queue-feeder")
+    assert "sidecar: got SIGTERM, cleaning up" in err

@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8080",
         help="where the demo serves its health endpoint and page (default 127.0.0.1:8080)",
     )
+    demo.add_argument(
+        "--web",
+        type=_address,
+        metavar="HOST:PORT",
+        default="127.0.0.1:8000",
+        help="where the demo's web app listens (default 127.0.0.1:8000)",
+    )
     return parser
 
 
@@ -124,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if args.command == "demo":
         from ._demo import demo_conductor  # noqa: PLC0415 - only the demo needs it
 
-        run(demo_conductor(), health=args.health)
+        run(demo_conductor(args.web), health=args.health)
     if "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: the current directory is importable
     conductor = _load(parser, args.target)

@@ -1,50 +1,62 @@
-"""``python -m trio_orchestra demo``: a small real tree to watch and stop with Ctrl-C.
+"""``python -m trio_orchestra demo``: a real tree to watch, probe and stop with Ctrl-C.
 
 The tree::
 
     demo
-    ├── echo        a TCP echo server on 127.0.0.1 (soft stop: stop accepting, finish clients)
+    ├── web         an ASGI app served by hypercorn (soft stop: finish requests in flight)
     ├── jobs        a nested conductor
     │   ├── queue-feeder    puts a job on a channel every half second
     │   ├── worker-1        takes jobs; on a soft stop, finishes the job in hand
     │   └── worker-2
-    └── heartbeat   logs the uptime every few seconds (a plain player: cancelled at once)
+    ├── flaky       fails now and then; restarted with backoff (Restart.ON_FAILURE)
+    ├── sidecar     a child process: SIGTERM on the soft stop, SIGKILL if it must
+    └── view        every few seconds, prints the tree (a periodic player, ``every``)
 
-Press Ctrl-C once for a graceful stop (watch the players stop in reverse order), twice to force.
+The runner serves the health endpoint next to it: ``/`` is a page of the tree, ``/readyz`` turns
+503 while ``flaky`` waits in backoff. Press Ctrl-C once for a graceful stop (watch the players
+stop in reverse order), twice to force.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import partial
+import random
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
+from ._asgi import serve_asgi
 from ._conductor import Conductor
+from ._every import every
+from ._process import run_process
+from ._report import tree_text
 from ._spec import PlayerSpec
 from ._stop import current_stop
+from ._supervision import Backoff, Restart
 
 __all__ = ["demo_conductor"]
 
 logger = logging.getLogger("trio_orchestra.demo")
 
+_Receive = Callable[[], Awaitable[dict[str, Any]]]
+_Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-async def echo_server(*, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
-    """Echo lines back to each client; a soft stop closes the listener, clients finish."""
-    stop = current_stop()
 
-    async def echo(stream: trio.SocketStream) -> None:
-        async for data in stream:
-            await stream.send_all(data)
-
-    async with trio.open_nursery() as clients:  # connections live here, past the soft stop
-        with stop.soft_scope():  # the accept loop ends at the soft stop
-            async with trio.open_nursery() as server:
-                serve = partial(trio.serve_tcp, echo, 0, host="127.0.0.1", handler_nursery=clients)
-                listeners = await server.start(serve)
-                port = listeners[0].socket.getsockname()[1]
-                logger.info("echo server on 127.0.0.1:%d (try: nc 127.0.0.1 %d)", port, port)
-                task_status.started(listeners)
+async def hello(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
+    """A tiny ASGI app: every request gets a line of text after a short think."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await trio.sleep(0.2)
+    body = f"hello from trio-orchestra: you asked for {scope['path']}\n".encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def feeder(send: trio.MemorySendChannel[int]) -> None:
@@ -71,16 +83,43 @@ async def worker(name: str, receive: trio.MemoryReceiveChannel[int]) -> None:
         logger.info("%s finished job %d", name, job)
 
 
-async def heartbeat() -> None:
-    """Log the uptime every five seconds until cancelled."""
-    start = trio.current_time()
+async def flaky(chance: random.Random) -> None:
+    """Run for a few seconds, then lose an imaginary connection."""
+    await trio.sleep(chance.uniform(4, 10))
+    raise ConnectionResetError("the imaginary upstream hung up")
+
+
+SIDECAR = textwrap.dedent(
+    """
+    import signal, sys, time
+
+    def on_term(signum, frame):
+        print("sidecar: got SIGTERM, cleaning up", flush=True)
+        time.sleep(0.5)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    tick = 0
     while True:
-        await trio.sleep(5)
-        logger.info("up for %.0f s", trio.current_time() - start)
+        tick += 1
+        print(f"sidecar: tick {tick}", flush=True)
+        time.sleep(3)
+    """
+)
 
 
-def demo_conductor() -> Conductor:
-    """Build the demo's tree."""
+def view(conductor: Callable[[], Conductor]) -> Callable[[], Awaitable[None]]:
+    """A player that prints the tree on stdout every five seconds."""
+
+    async def show() -> None:
+        sys.stdout.write(tree_text(conductor().status(), trio.current_time()) + "\n")
+        sys.stdout.flush()
+
+    return every(5, show)
+
+
+def demo_conductor(web: str = "127.0.0.1:8000") -> Conductor:
+    """Build the demo's tree; the web app listens on *web*."""
     send, receive = trio.open_memory_channel[int](10)
     jobs = Conductor(
         {
@@ -91,4 +130,27 @@ def demo_conductor() -> Conductor:
         name="jobs",
         grace=3,
     )
-    return Conductor({"echo": echo_server, "jobs": jobs, "heartbeat": heartbeat}, name="demo")
+    backoff = Backoff(initial=1, maximum=8, reset_after=30)
+    root: list[Conductor] = []
+    conductor = Conductor(
+        {
+            "web": PlayerSpec(serve_asgi(hello, bind=web), grace=5),
+            "jobs": jobs,
+            "flaky": PlayerSpec(
+                flaky,
+                random.Random(),  # noqa: S311 - when a demo player fails, not cryptography
+                restart=Restart.ON_FAILURE,
+                backoff=backoff,
+            ),
+            "sidecar": PlayerSpec(
+                run_process([sys.executable, "-u", "-c", SIDECAR]),
+                restart=Restart.ON_FAILURE,
+                grace=3,
+            ),
+            "view": view(lambda: root[0]),
+        },
+        name="demo",
+        max_restarts=10,
+    )
+    root.append(conductor)
+    return conductor

@@ -23,6 +23,7 @@ __all__ = [
     "page_html",
     "readiness",
     "status_json",
+    "tree_text",
 ]
 
 _S = PlayerState
@@ -196,3 +197,31 @@ def event_line(event: events.Event) -> str:
         events.Stopped: "stopped",
     }
     return f"{path} {words.get(type(event), type(event).__name__.lower())}"
+
+
+def tree_text(tree: PlayerStatus, now: float) -> str:
+    """The tree as a few aligned lines of text, for a terminal."""
+    waiting = readiness(tree)
+    head = f"{tree.path} {tree.state.value}, {'ready' if not waiting else 'not ready'}"
+    rows: list[tuple[str, PlayerStatus]] = []
+
+    def add(node: PlayerStatus, depth: int) -> None:
+        for child in node.children.values():
+            rows.append(("  " * depth + child.path.rpartition("/")[2], child))
+            add(child, depth + 1)
+
+    add(tree, 1)
+    width = max((len(label) for label, _ in rows), default=0)
+    lines = [head]
+    for label, node in rows:
+        facts = [f"{node.state.value:<8}"]
+        if node.restarts:
+            facts.append(f"restarts {node.restarts}")
+        up = uptime(node, now)
+        if up is not None:
+            facts.append(f"up {up:.0f} s")
+        error = describe_error(node.last_error)
+        if error is not None:
+            facts.append(f"last error: {error}")
+        lines.append(f"{label:<{width}}  {'  '.join(facts)}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The renderings of the status tree: exact text, for a tree built by hand."""
+
+from __future__ import annotations
+
+import types
+
+from trio_orchestra import PlayerState, PlayerStatus, events
+from trio_orchestra._report import event_line, one_line, readiness, tree_text
+
+S = PlayerState
+
+
+def node(path: str, state: PlayerState, *children: PlayerStatus, **facts: object) -> PlayerStatus:
+    """A status node with *children*."""
+    below = types.MappingProxyType({child.path.rpartition("/")[2]: child for child in children})
+    return PlayerStatus(path=path, state=state, children=below, **facts)  # type: ignore[arg-type]
+
+
+TREE = node(
+    "app",
+    S.RUNNING,
+    node("app/db", S.RUNNING, started_at=10.0),
+    node(
+        "app/jobs",
+        S.RUNNING,
+        node("app/jobs/worker", S.BACKOFF, restarts=2, last_error=ValueError("bad row")),
+        started_at=12.0,
+    ),
+    node("app/migrate", S.DONE),
+)
+
+
+def test_the_terminal_view_aligns_one_line_per_player() -> None:
+    """Names indented by depth, states aligned, facts only where they say something."""
+    assert tree_text(TREE, now=40.0) == (
+        "app running, not ready\n"
+        "  db        running   up 30 s\n"
+        "  jobs      running   up 28 s\n"
+        "    worker  backoff   restarts 2  last error: ValueError: bad row\n"
+        "  migrate   done"
+    )
+
+
+def test_readiness_names_what_is_not_ready() -> None:
+    """Backoff blocks readiness; done does not; a root that is not running is named."""
+    assert readiness(TREE) == ["app/jobs/worker is backoff"]
+    assert readiness(node("app", S.STOPPING)) == ["app is stopping"]
+    assert one_line(TREE) == "app running: 1 running, 1 backoff, 1 done"
+
+
+def test_each_event_is_one_short_status_line() -> None:
+    """The lines systemd's STATUS= shows."""
+    lines = [
+        event_line(events.Started(path="a", time=0)),
+        event_line(events.Ready(path="a", time=0)),
+        event_line(events.Stopping(path="a", time=0, reason=None, deadline=5)),
+        event_line(events.Stopped(path="a", time=0)),
+        event_line(events.Failed(path="a", time=0, error=OSError("gone"), handled=True)),
+        event_line(events.Restarting(path="a", time=0, delay=0.5, restarts=3)),
+        event_line(events.Straggling(path="a", time=0, where=())),
+        event_line(events.RestartLimitExceeded(path="a", time=0, max_restarts=5, period=60)),
+    ]
+    assert lines == [
+        "a starting",
+        "a running",
+        "a stopping: stop requested",
+        "a stopped",
+        "a failed: OSError: gone",
+        "a restarting in 0.5 s (restart 3)",
+        "a is stuck after its hard cancel",
+        "a gave up: more than 5 restarts in 60 s",
+    ]
