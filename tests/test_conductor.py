@@ -822,3 +822,21 @@ async def test_a_players_cancellation_does_not_chain_onto_the_previous_one(
     conductor = orchestra.Conductor({f"p{i}": records for i in range(3)})
     await run_then_stop(conductor)
     assert contexts == [None, None, None]
+
+
+def test_the_stop_budget_adds_the_grace_periods_up() -> None:
+    """Sequential: the sum (a nested conductor counts its own budget); parallel: the largest."""
+
+    async def player() -> None:
+        await trio.sleep_forever()
+
+    jobs = orchestra.Conductor({"a": player, "b": player}, grace=3)
+    app = orchestra.Conductor(
+        {"db": player, "jobs": jobs, "web": orchestra.PlayerSpec(player, grace=30)}, grace=5
+    )
+    assert app.stop_budget() == 5 + 6 + 30
+    parallel = orchestra.Conductor({"db": player, "jobs": jobs}, grace=5, stop_order="parallel")
+    assert parallel.stop_budget() == 6
+    pinned = orchestra.Conductor({"jobs": orchestra.PlayerSpec(jobs, grace=1)})
+    assert pinned.stop_budget() == 1
+    assert orchestra.Conductor({}).stop_budget() == 0

@@ -628,6 +628,34 @@ class Conductor:
             children=types.MappingProxyType(children),
         )
 
+    def stop_budget(self) -> float:
+        """Return the longest an orderly stop of the declared tree can take, in seconds.
+
+        With the default sequential stop, players are stopped one after another, so the
+        budget is the sum of their grace periods (a nested conductor counts its own budget,
+        unless its spec sets a grace); with ``stop_order="parallel"``, the largest of them.
+        Size what waits for your program from it, plus a margin for the hard phase: systemd's
+        ``TimeoutStopSec=``, Kubernetes' ``terminationGracePeriodSeconds``.
+
+        Example::
+
+            conductor = orchestra.Conductor(
+                {"db": db, "web": orchestra.PlayerSpec(web, grace=30)}, grace=5
+            )
+            assert conductor.stop_budget() == 35
+        """
+        graces: list[float] = []
+        for spec in self._specs.values():
+            if spec.grace is not None:
+                graces.append(spec.grace)
+            elif isinstance(spec.fn, Conductor):
+                graces.append(spec.fn.stop_budget())
+            else:
+                graces.append(self._grace)
+        if not graces:
+            return 0.0
+        return max(graces) if self._parallel else sum(graces)
+
     def statistics(self) -> ConductorStatistics:
         """Return counts of this conductor's players by state, and of its restarts.
 
