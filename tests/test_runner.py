@@ -107,6 +107,17 @@ CHILD = textwrap.dedent(
             backoff=orchestra.Backoff(initial=60, maximum=60),
         ),
         "slow_polite": slow_polite,
+        # A child process that ignores SIGTERM, with a grace of its own: SIGKILL after 0.5 s.
+        "deaf_child": orchestra.PlayerSpec(
+            orchestra.run_process([
+                sys.executable,
+                "-u",
+                "-c",
+                "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                " import sys; print('CHILD READY', file=sys.stderr); time.sleep(60)",
+            ]),
+            grace=0.5,
+        ),
     }
 
     if __name__ == "__main__":
@@ -272,6 +283,22 @@ def test_a_second_signal_during_the_soft_phase_forces(spawn: Callable[..., Child
     status, out, _ = child.finish()
     assert status == 0
     assert "SLOW DONE" not in out
+
+
+def test_a_child_process_ignoring_sigterm_is_killed_after_its_grace(
+    spawn: Callable[..., Child],
+) -> None:
+    """The runner's SIGTERM becomes the child's SIGTERM; ignored, SIGKILL follows; exit 0."""
+    child = spawn("run", "deaf_child")
+    assert child.process.stderr is not None
+    for line in child.process.stderr:  # its stderr is logged (WARNING) on the runner's stderr
+        if "svc/deaf_child stderr: CHILD READY" in line:
+            break
+    began = time.monotonic()
+    child.signal(signal.SIGTERM)
+    status, _, err = child.finish()  # the runner returns only once the process is gone
+    assert status == 0, err
+    assert time.monotonic() - began >= 0.5
 
 
 def test_play_until_signal_restores_the_handlers(spawn: Callable[..., Child]) -> None:
