@@ -97,6 +97,14 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
+@nox.session(python="3.13", default=False)
+def bench_peers(session: nox.Session) -> None:
+    """Run triotp's supervisor beside ours and bare Trio (triotp needs Python 3.13)."""
+    session.install(".", "triotp>=0.3")
+    session.install("--no-deps", "--force-reinstall", ".")
+    session.run("python", "benchmarks/peers.py", *session.posargs)
+
+
 @nox.session(python=TYPECHECK_PYTHON, default=False)
 def fuzz(session: nox.Session) -> None:
     """Run the fuzzer with 3000 fresh examples and the soak with 300 000 restarts."""

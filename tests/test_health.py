@@ -25,7 +25,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 import trio_orchestra as orchestra
-from trio_orchestra._health import HealthEndpoint
+from trio_orchestra._health import MAX_CONNECTIONS, HealthEndpoint
 from trio_orchestra._report import metrics_text, status_json
 from trio_orchestra.testing import ScriptedPlayer
 
@@ -400,3 +400,62 @@ def test_status_json_of_a_tree_is_json(tmp_path: Path) -> None:
     families = list(text_string_to_metric_families(metrics_text(tree, 0.0)))
     labels = {sample.labels.get("path") for family in families for sample in family.samples}
     assert 'app/we"ird\nname' in labels
+
+
+async def test_a_client_that_resets_after_garbage_harms_nothing() -> None:
+    """A reset while the 400 is being sent ends that connection only; the tree runs on."""
+    conductor = orchestra.Conductor({"db": ready}, name="app")
+    async with served(conductor) as client:
+        port = client.base_url.port
+        assert port is not None
+        for _ in range(5):
+            sock = trio.socket.socket()
+            await sock.connect((HOST, port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await sock.send(b"\x16\x03\x01 not http at all\r\n\r\n" * 100)
+            sock.close()  # with SO_LINGER 0: a reset, not a close
+        await trio.sleep(0.1)
+        assert (await client.get("/livez")).status_code == 200
+        assert conductor.status().children["db"].state is orchestra.PlayerState.RUNNING
+
+
+async def test_odd_names_odd_targets_and_expect_100_continue_are_answered() -> None:
+    """A name with a lone surrogate, an absolute-form target, a client waiting for 100."""
+    conductor = orchestra.Conductor({"import-caf\udce9": ready}, name="app")
+    async with served(conductor) as client:
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'path="app/import-caf?"' in metrics.text
+        assert (await client.get("/")).status_code == 200
+        port = client.base_url.port
+        assert port is not None
+        stream = await trio.open_tcp_stream(HOST, port)
+        async with stream:
+            await stream.send_all(
+                b"GET http://health.example/readyz HTTP/1.1\r\nHost: health.example\r\n\r\n"
+                b"POST /livez HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 5\r\n\r\n"
+            )
+            answer = b""
+            with trio.fail_after(5):
+                while answer.count(b"HTTP/1.1") < 2:
+                    answer += await stream.receive_some()
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b"HTTP/1.1 405 " in answer
+
+
+async def test_too_many_connections_are_closed_and_the_rest_served() -> None:
+    """Past the limit a new connection is closed at once; probes still get through after."""
+    conductor = orchestra.Conductor({"db": ready}, name="app")
+    async with served(conductor) as client:
+        port = client.base_url.port
+        assert port is not None
+        idle = [await trio.open_tcp_stream(HOST, port) for _ in range(MAX_CONNECTIONS)]
+        await trio.sleep(0.1)
+        extra = await trio.open_tcp_stream(HOST, port)
+        with trio.fail_after(5):
+            assert await extra.receive_some() == b""  # closed at once
+        for stream in [extra, *idle]:
+            await stream.aclose()
+        await trio.sleep(0.1)
+        assert (await client.get("/livez")).status_code == 200

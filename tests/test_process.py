@@ -252,3 +252,31 @@ def test_a_command_string_without_shell_is_refused() -> None:
         orchestra.run_process("sleep 1")
     with pytest.raises(TypeError, match=r"belong to trio\.run_process"):
         orchestra.run_process(["true"], check=False)
+
+
+@pytest.mark.parametrize("stop", [False, True])
+async def test_no_grandchild_outlives_the_child(tmp_path: Path, lines: Lines, stop: bool) -> None:
+    """Whether the child exits by itself or on our SIGTERM, what it left in its group dies."""
+    pid_file = tmp_path / "grandchild.pid"
+    command = python(f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        print("ready")
+        time.sleep(60 if {stop} else 0)
+    """)
+    conductor = orchestra.Conductor({"leaky": orchestra.run_process(command)}, grace=10)
+    with trio.fail_after(20):
+        async with background(conductor) as run:
+            await lines.wait_for("ready")
+            assert await (run.stop() if stop else run.wait_stopped()) is None
+        grandchild = int(pid_file.read_text())
+        while _alive(grandchild):  # noqa: ASYNC110 - another process: nothing to wait on
+            await trio.sleep(0.02)
+
+
+async def test_the_child_does_not_read_the_terminal() -> None:
+    """Its stdin is /dev/null unless told otherwise: it reads an empty input at once."""
+    command = python("import sys; sys.exit(0 if sys.stdin.read() == '' else 1)")
+    with trio.fail_after(20):
+        await orchestra.Conductor({"reader": orchestra.run_process(command)})()

@@ -374,11 +374,13 @@ def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
     )
     assert child.process.stderr is not None
     lines: list[str] = []
-    health = ""
+    health = web = ""
     for line in child.process.stderr:
         lines.append(line)
         if "health endpoint on " in line:
             health = line.split("health endpoint on ")[1].strip()
+        if "Running on http://" in line:  # hypercorn says where the web app listens
+            web = line.split("Running on ")[1].split()[0]
         if "sidecar: tick 1" in line:  # its SIGTERM handler is in place
             break
     assert health.startswith("http://127.0.0.1:"), lines
@@ -393,6 +395,8 @@ def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
     ]
     with urllib.request.urlopen(health, timeout=10) as answer:  # noqa: S310 - ours
         assert 'data-path="demo/jobs/worker-1"' in answer.read().decode()
+    with urllib.request.urlopen(web + "/hello", timeout=10) as answer:  # noqa: S310 - ours
+        assert answer.read() == b"hello from trio-orchestra: you asked for /hello\n"
     child.wait_for("queue-feeder")  # the live view printed the tree on stdout
     child.signal(signal.SIGINT)
     status, _, err = child.finish()

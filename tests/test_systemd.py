@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,92 @@ def test_a_real_service_process_speaks_the_protocol(tmp_path: Path) -> None:
         _, err = child.communicate(timeout=30)
         assert child.returncode == 0, err
         assert "STATUS=stopping: received SIGTERM" in lines(manager.received)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+        manager.socket.close()
+
+
+async def test_a_full_queue_is_waited_on_without_spinning_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """A manager that does not read: the sender sleeps (no CPU), then delivers all, in order."""
+    manager = Manager(str(tmp_path / "notify"))
+    notifier = SystemdNotifier(str(tmp_path / "notify"), None)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(notifier.run)
+            for number in range(40):
+                notifier.send(f"X_MESSAGE={number}")
+            cpu = time.process_time()
+            await trio.sleep(0.5)
+            assert time.process_time() - cpu < 0.2  # blocked on the full queue, not spinning
+            nursery.start_soon(manager.collect)
+            with trio.fail_after(10):
+                await notifier.close()
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        assert lines(manager.drain()) == [f"X_MESSAGE={number}" for number in range(40)]
+    finally:
+        manager.socket.close()
+
+
+async def test_a_status_that_cannot_be_encoded_is_sent_replaced(
+    autojump_clock: trio.testing.MockClock, manager: Manager
+) -> None:
+    """A player path with a lone surrogate does not take the notifier, or the tree, down."""
+    conductor = orchestra.Conductor({"import-caf\udce9": serve}, name="app")
+    await play_for(conductor, 1, manager)
+    sent = lines(manager.drain())
+    assert "READY=1" in sent
+    assert "STATUS=app/import-caf? stopped" in sent
+
+
+STUCK_MANAGER = textwrap.dedent(
+    """
+    import trio
+    import trio_orchestra as orchestra
+
+
+    async def polite():
+        stop = orchestra.current_stop()
+        print("READY", flush=True)
+        await stop.wait()
+
+
+    players = {f"p{n}": polite for n in range(30)}
+    orchestra.run(orchestra.Conductor(players), force_exit_after=0.2)
+    """
+)
+
+
+def test_force_exit_after_ends_with_the_tree_even_when_systemd_is_slow(tmp_path: Path) -> None:
+    """A clean stop exits 0, though the last notifications wait for a manager that never reads.
+
+    The force_exit_after timer ends when the tree returns, not when systemd has been told.
+    """
+    (tmp_path / "service.py").write_text(STUCK_MANAGER)
+    manager = Manager(str(tmp_path / "notify"))
+    # Pings every 10 ms fill the manager's queue (a few datagrams) long before the stop.
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "20000"}
+    env.pop("WATCHDOG_PID", None)
+    child = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, str(tmp_path / "service.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if "READY" in line:
+                break
+        time.sleep(0.3)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+        assert child.returncode == 0, err
     finally:
         if child.poll() is None:
             child.kill()

@@ -10,6 +10,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 
 import trio_orchestra as orchestra
 from trio_orchestra.testing import assert_failures, background
@@ -185,3 +186,43 @@ def test_bad_arguments_are_refused_at_once(
     """Each bad argument is one clear sentence, raised by serve_tcp() itself."""
     with pytest.raises(error, match=words):
         orchestra.serve_tcp(handler, port, host=host)  # type: ignore[arg-type]
+
+
+async def test_a_handler_error_keeps_its_own_cause() -> None:
+    """Unwrapped from the nursery's group, the error keeps the cause its handler gave it."""
+    port = free_port()
+
+    async def broken(stream: trio.SocketStream) -> None:
+        try:
+            {}["missing"]
+        except KeyError as exc:
+            raise ValueError("bad request") from exc
+
+    conductor = orchestra.Conductor({"web": orchestra.serve_tcp(broken, port, host=HOST)})
+    with trio.fail_after(10):
+        async with background(conductor) as run:
+            stream = await trio.open_tcp_stream(HOST, port)
+            await stream.aclose()
+            error = await run.wait_stopped()
+    assert error is not None
+    leaf = error.failures["conductor/web"]
+    assert isinstance(leaf, ValueError)
+    assert isinstance(leaf.__cause__, KeyError)
+
+
+async def test_inside_a_plain_player_it_does_not_subscribe_that_player(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A player that never asked for its token is stopped at once, even running a server."""
+
+    async def composite() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(orchestra.serve_tcp(echo, 0, host=HOST))
+            nursery.start_soon(orchestra.every(1, trio.sleep, 0))
+
+    conductor = orchestra.Conductor({"composite": composite}, grace=30)
+    async with background(conductor) as run:
+        await trio.sleep(1.5)
+        began = trio.current_time()
+        assert await run.stop() is None
+        assert trio.current_time() == began  # no grace waited for

@@ -161,6 +161,7 @@ def serve_asgi(
         settings = _settings(config_class, config, player)
         host, port = parse_address(bind, f"player {player!r}: bind")
         sockets: list[socket.socket] = []
+        lone: BaseException | None = None
         try:
             sockets.append(await _listen(bind, host, port, player))
             _use_sockets(settings, sockets)
@@ -174,10 +175,11 @@ def serve_asgi(
             lone = lone_error(group)
             if lone is None:
                 raise
-            raise lone from None
         finally:
             for sock in sockets:  # closed by hypercorn when it served; here in any case
                 sock.close()
+        if lone is not None:
+            raise lone  # out of the except clause: its own cause and context stay as they were
 
     serve_asgi.__qualname__ = f"serve_asgi({describe(app)}, {bind})"
     return serve_asgi

@@ -131,10 +131,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if args.command == "demo":
         from ._demo import demo_conductor  # noqa: PLC0415 - only the demo needs it
 
-        run(demo_conductor(args.web), health=args.health)
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
-    conductor = _load(parser, args.target)
-    if args.grace is not None:
-        conductor = as_conductor(conductor, grace=args.grace)
-    run(conductor, force_exit_after=args.force_exit_after, health=args.health)
+        conductor = demo_conductor(args.web)
+        force_exit_after = None
+    else:
+        if "" not in sys.path:
+            sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+        conductor = _load(parser, args.target)
+        if args.grace is not None:
+            conductor = as_conductor(conductor, grace=args.grace)
+        force_exit_after = args.force_exit_after
+    try:
+        run(conductor, force_exit_after=force_exit_after, health=args.health)
+    except ModuleNotFoundError as exc:  # --health without h11: said before anything runs
+        parser.error(str(exc))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ logger = logging.getLogger("trio_orchestra")
 
 #: Seconds a connection may stay idle (or take to send a request) before it is closed.
 IDLE_TIMEOUT = 10.0
+#: Connections served at once; more are closed at once (probes need a handful).
+MAX_CONNECTIONS = 32
 _MAX_READ = 16384
 _TEXT = "text/plain; charset=utf-8"
 _Response = tuple[int, str, str]  # status, content type, body
@@ -57,6 +60,7 @@ class HealthEndpoint:
         self.host, self.port = parse_address(address, "the health address")
         _check_h11(f"the health endpoint on {address}")
         self._conductor = conductor
+        self._limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
         self._routes: dict[str, Callable[[], _Response]] = {
             "/livez": lambda: (200, _TEXT, "ok\n"),
             "/readyz": self._readyz,
@@ -105,7 +109,8 @@ class HealthEndpoint:
     def _answer(self, request: h11.Request) -> tuple[_Response, list[tuple[str, str]]]:
         if request.method not in {b"GET", b"HEAD"}:
             return (405, _TEXT, "only GET and HEAD\n"), [("allow", "GET, HEAD")]
-        path = request.target.partition(b"?")[0].decode("ascii", "replace")
+        target = request.target.decode("ascii", "replace")
+        path = urllib.parse.urlsplit(target).path or "/"  # also the absolute form, http://h/p
         route = self._routes.get(path)
         if route is None:
             return (404, _TEXT, f"no {path}; try /livez /readyz /status /metrics /\n"), []
@@ -119,7 +124,7 @@ class HealthEndpoint:
         import h11  # noqa: PLC0415 - checked at construction; an optional extra
 
         (status, kind, body), extra = self._answer(request)
-        data = body.encode()
+        data = body.encode(errors="replace")  # a player's name may hold lone surrogates
         headers = [
             ("content-type", kind),
             ("content-length", str(len(data))),
@@ -132,19 +137,36 @@ class HealthEndpoint:
         await _send(connection, stream, h11.EndOfMessage())
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        """Serve one client; whatever it sends, or does, ends only its own connection."""
+        try:
+            self._limiter.acquire_nowait()
+        except trio.WouldBlock:
+            return  # too many connections at once: this one is closed at once
+        try:
+            with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                await self._exchange(stream, idle)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        except Exception:
+            logger.exception("the health endpoint failed to answer a client")
+        finally:
+            self._limiter.release()
+
+    async def _exchange(self, stream: trio.SocketStream, idle: trio.CancelScope) -> None:
+        """Requests and responses on one connection, each exchange within the idle timeout."""
         import h11  # noqa: PLC0415 - checked at construction; an optional extra
 
         connection = h11.Connection(h11.SERVER)
         try:
             while True:
-                with trio.move_on_after(IDLE_TIMEOUT):
-                    request = await _next_request(connection, stream)
-                    if request is None:
-                        return
-                    await self._respond(connection, stream, request)
-                if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
-                    return  # timed out, or either side wants to close
+                request = await _next_request(connection, stream)
+                if request is None:
+                    return
+                await self._respond(connection, stream, request)
+                if not _request_read(connection) or connection.our_state is not h11.DONE:
+                    return  # a body we did not read, or either side wants to close
                 connection.start_next_cycle()
+                idle.deadline = trio.current_time() + IDLE_TIMEOUT
         except h11.RemoteProtocolError as exc:
             if connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
                 response = h11.Response(
@@ -152,27 +174,37 @@ class HealthEndpoint:
                     headers=[("content-length", "0"), ("connection", "close")],
                 )
                 await _send(connection, stream, response)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away
 
 
 async def _next_request(
     connection: h11.Connection, stream: trio.SocketStream
 ) -> h11.Request | None:
-    """Read one whole request (its body is drained and ignored); ``None`` when closed."""
+    """Read the head of the next request (not its body); ``None`` when the client closed.
+
+    A health check has no body to wait for: answering at once also serves a client that
+    sent ``Expect: 100-continue`` and waits for us before sending one.
+    """
     import h11  # noqa: PLC0415 - checked at construction; an optional extra
 
-    request: h11.Request | None = None
     while True:
         event = connection.next_event()
         if event is h11.NEED_DATA:
             connection.receive_data(await stream.receive_some(_MAX_READ))
         elif isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.EndOfMessage):
-            return request
-        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return event
+        else:  # ConnectionClosed, or PAUSED after a protocol switch we never agree to
             return None
+
+
+def _request_read(connection: h11.Connection) -> bool:
+    """Read what is left of the request from the buffer (an empty body); never waits."""
+    import h11  # noqa: PLC0415 - checked at construction; an optional extra
+
+    while connection.their_state is h11.SEND_BODY:
+        event = connection.next_event()
+        if event is h11.NEED_DATA or event is h11.PAUSED:
+            return False
+    return connection.their_state is h11.DONE
 
 
 async def _send(connection: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:

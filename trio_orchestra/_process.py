@@ -85,12 +85,24 @@ def _log_line(
         logger.log(level, "%s %s: %s", path, name, line, extra={"path": path, "stream": name})
 
 
-def _kill(process: trio.Process) -> None:
-    """SIGKILL the child, and its whole process group when it leads one of its own."""
+def _leads_a_group(process: trio.Process) -> bool:
+    """Whether the child leads a process group of its own (checked before it is reaped)."""
+    try:
+        return os.getpgid(process.pid) == process.pid
+    except ProcessLookupError:  # pragma: no cover - not reaped yet, so it cannot be gone
+        return False
+
+
+def _kill(process: trio.Process, *, group: bool) -> None:
+    """SIGKILL the child, or its whole process group when it leads one of its own.
+
+    The group's id stays reserved while any member lives, even after the child itself has
+    exited and been reaped, so this also reaches the grandchildren it left behind.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(process.pid) == process.pid:  # not reaped yet: the pid is still its own
+        if group:
             os.killpg(process.pid, signal.SIGKILL)
-        else:
+        elif process.returncode is None:
             process.kill()
 
 
@@ -108,6 +120,7 @@ async def _supervise(
     """
     tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
     terminated = False
+    group = _leads_a_group(process)
     try:
         async with trio.open_nursery() as pipes:
             if process.stdout is not None and forward[0]:
@@ -125,8 +138,10 @@ async def _supervise(
             # A grandchild may hold the pipes open: forward what is left, for a while.
             pipes.cancel_scope.deadline = trio.current_time() + _DRAIN_SECONDS
     finally:
-        if process.returncode is None:  # cancelled: the hard phase, or a failure around us
-            _kill(process)
+        # Cancelled (the hard phase, or a failure around us): kill it. Exited: kill what it
+        # left behind in its group, so that no grandchild outlives it (KillMode=mixed).
+        _kill(process, group=group)
+        if process.returncode is None:
             with trio.CancelScope(shield=True):
                 await process.wait()
         for pipe in (process.stdout, process.stderr):
@@ -145,10 +160,12 @@ def run_process(command: Command, **options: Any) -> Callable[..., Awaitable[Non
       its started value is the :class:`trio.Process`. A command that cannot be run (not
       found, not executable) fails the start with an :class:`OSError` naming the player.
     * The child runs in a session of its own (``start_new_session=True`` unless you pass it),
-      so a Ctrl-C in the terminal reaches only the runner, which stops the tree gracefully.
+      so a Ctrl-C in the terminal reaches only the runner, which stops the tree gracefully;
+      its stdin is ``/dev/null`` unless you pass ``stdin=``.
     * A stop sends SIGTERM to the child, then waits for it within the player's grace; the hard
-      phase sends SIGKILL to its whole process group (like systemd's ``KillMode=mixed``), so
-      grandchildren do not outlive it.
+      phase sends SIGKILL to its whole process group, and so does the child's exit, whatever
+      its cause, to what it left in its group (like systemd's ``KillMode=mixed``): no
+      grandchild outlives it.
     * After our SIGTERM, exit status 0, 143 or death by SIGTERM is an orderly stop. Any other
       non-zero status then, and any non-zero status nobody asked for, fails the player with
       :class:`subprocess.CalledProcessError` (``returncode``, ``cmd``, and the last lines of
@@ -187,6 +204,7 @@ def run_process(command: Command, **options: Any) -> Callable[..., Awaitable[Non
     described = _describe(command)
     forward = ("stdout" not in options, "stderr" not in options)
     options.setdefault("start_new_session", True)
+    options.setdefault("stdin", subprocess.DEVNULL)  # the terminal's input is not the child's
     for name, forwarded in zip(("stdout", "stderr"), forward, strict=True):
         if forwarded:
             options[name] = subprocess.PIPE

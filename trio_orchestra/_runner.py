@@ -148,10 +148,13 @@ async def _play(  # noqa: C901 - one place sets up and tears down every operatio
             if notifier is not None:
                 notifier.send("STOPPING=1", "STATUS=stopping: " + (reason or "stop requested"))
 
+        timer = trio.CancelScope()  # cancelled the moment the tree has returned
+
         async def force_exit_later(seconds: float, exit_now: Callable[[str], object]) -> None:
-            await stopping.wait()
-            await trio.sleep(seconds)
-            exit_now(f"force_exit_after ({seconds:g} s)")
+            with timer:
+                await stopping.wait()
+                await trio.sleep(seconds)
+                exit_now(f"force_exit_after ({seconds:g} s)")
 
         outcome: list[BaseException] = []
         conductor._stop_hooks.append(on_stop)
@@ -171,6 +174,7 @@ async def _play(  # noqa: C901 - one place sets up and tears down every operatio
                         await conductor(task_status=_ReadyNotice(conductor, notifier))
                 except BaseException as exc:  # noqa: BLE001 - raised below, outside the group
                     outcome.append(exc)
+                timer.cancel()
                 if notifier is not None:  # tell what is still queued (STOPPING=1), briefly
                     with trio.move_on_after(_NOTIFY_CLOSE_SECONDS, shield=True):
                         await notifier.close()

@@ -22,6 +22,8 @@ __all__ = ["StopToken", "current_stop"]
 class _TokenOwner(Protocol):
     """What :func:`current_stop` looks for: a player's slot in its conductor."""
 
+    token: StopToken | None
+
     def stop_token(self) -> StopToken: ...
 
     @property
@@ -42,21 +44,28 @@ supervisors: dict[trio.lowlevel.Task, _Supervisor] = {}
 
 def current_owner() -> _TokenOwner | None:
     """The slot of the player whose task, or one of whose descendant tasks, is running."""
+    return _locate()[0]
+
+
+def _locate() -> tuple[_TokenOwner | None, bool]:
+    """The running player's slot, and whether this task is the player's own (not a child's)."""
     try:
         task = trio.lowlevel.current_task()
     except RuntimeError:
-        return None
+        return None, False
+    own = True
     while True:
         nursery = task.parent_nursery
         if nursery is None:
-            return None
+            return None, False
         parent = nursery.parent_task
         supervisor = supervisors.get(parent)
         if supervisor is not None:
             owner = supervisor._owner_of(task)
             if owner is not None:
-                return owner
+                return owner, own
         task = parent
+        own = False
 
 
 def current_path(default: str) -> str:
@@ -220,10 +229,18 @@ def current_stop() -> StopToken:
 
 
 def stop_or_never() -> StopToken:
-    """The running player's token, or, outside a conductor, one that is never requested.
+    """The token a ready-made player listens to: see below; never ``RuntimeError``.
 
-    The ready-made players use it, so that they also run under a plain nursery, where only
-    cancellation stops them.
+    * In a player's own task: its token, which subscribes it (as :func:`current_stop`).
+    * In a task the player started: the player's token if the player subscribed already,
+      else a token that is never requested. A player that did not ask for its token must not
+      be subscribed behind its back (it would wait its grace for nothing), so there only
+      cancellation stops the ready-made player, as it stops its parent.
+    * Outside a conductor: a token that is never requested.
     """
-    owner = current_owner()
-    return StopToken() if owner is None else owner.stop_token()
+    owner, own = _locate()
+    if owner is None:
+        return StopToken()
+    if own:
+        return owner.stop_token()
+    return owner.token if owner.token is not None else StopToken()

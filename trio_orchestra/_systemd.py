@@ -42,6 +42,8 @@ class SystemdNotifier:
         self._wake = trio.Event()
         self._closing = False
         self._done = trio.Event()
+        self._running = False
+        self._connected = False
         self._warned = False
 
     @classmethod
@@ -76,24 +78,28 @@ class SystemdNotifier:
 
     async def run(self) -> None:
         """Send what is queued, and ``WATCHDOG=1`` every interval, until :meth:`close`."""
-        with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            async with trio.open_nursery() as nursery:
-                if self.watchdog_interval is not None:
-                    nursery.start_soon(self._watchdog, self.watchdog_interval)
-                while True:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    await self._flush(sock)
-                    if self._closing:
-                        break
-                nursery.cancel_scope.cancel()
-        self._done.set()
+        self._running = True
+        try:
+            with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                async with trio.open_nursery() as nursery:
+                    if self.watchdog_interval is not None:
+                        nursery.start_soon(self._watchdog, self.watchdog_interval)
+                    while True:
+                        await self._wake.wait()
+                        self._wake = trio.Event()
+                        await self._flush(sock)
+                        if self._closing:
+                            break
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._done.set()
 
     async def close(self) -> None:
-        """Send what is still queued, then end :meth:`run` (call it while ``run`` runs)."""
+        """Send what is still queued, then end :meth:`run` (at once if it never ran)."""
         self._closing = True
         self._wake.set()
-        await self._done.wait()
+        if self._running:
+            await self._done.wait()
 
     async def _watchdog(self, interval: float) -> None:
         # On Trio's clock: a blocked event loop stops the pings, which is the point.
@@ -108,8 +114,13 @@ class SystemdNotifier:
             else:
                 message, self._status = self._status or "", None
             try:
-                await sock.sendto(message.encode(), self.address)
-            except OSError as exc:
+                if not self._connected:
+                    # Connected, a datagram socket waits for room in the peer's queue; not
+                    # connected, poll says "writable" while sendto fails: a busy loop.
+                    await sock.connect(self.address)
+                    self._connected = True
+                await sock.send(message.encode(errors="replace"))
+            except Exception as exc:  # noqa: BLE001 - a notification never takes the service down
                 if not self._warned:
                     self._warned = True
                     logger.warning("cannot notify systemd through NOTIFY_SOCKET: %s", exc)

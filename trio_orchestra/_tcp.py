@@ -82,6 +82,7 @@ def serve_tcp(
             path = current_path("serve_tcp")
             msg = f"player {path!r} cannot listen on {where}: {exc.strerror or exc}"
             raise OSError(exc.errno, msg) from exc
+        error: BaseException | None = None
         try:
             async with trio.open_nursery() as connections:
                 task_status.started(listeners)
@@ -91,12 +92,13 @@ def serve_tcp(
             # One handler's error is the failure itself, as a plain player would raise it (the
             # nursery may add the Cancelled of the accept loop it tore down for it).
             error = lone_error(group)
-            if error is not None:
-                raise error from None
-            raise
+            if error is None:
+                raise
         finally:
             for listener in listeners:  # closed on a stop already; here also after a failure
                 listener.socket.close()
+        if error is not None:
+            raise error  # out of the except clause: its own cause and context stay as they were
 
     serve_tcp.__qualname__ = f"serve_tcp({describe(handler)}, {where})"
     return serve_tcp
