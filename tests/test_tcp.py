@@ -193,8 +193,9 @@ async def test_a_handler_error_keeps_its_own_cause() -> None:
     port = free_port()
 
     async def broken(stream: trio.SocketStream) -> None:
+        settings: dict[str, str] = {}
         try:
-            {}["missing"]
+            settings["missing"]
         except KeyError as exc:
             raise ValueError("bad request") from exc
 
