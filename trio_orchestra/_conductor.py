@@ -1045,6 +1045,10 @@ class Conductor:
                 # Outside the except block: the next player's Cancelled, raised while we stop
                 # it, must not chain onto ours (a chain of N contexts makes a stop quadratic).
                 self._on_exit(slot, outcome)
+                # The exception's traceback holds this frame: keeping it in a local would make
+                # a cycle (frame -> exception -> traceback -> frame) that holds the player's
+                # task, coroutine, frames and slot (~40 objects) until the cyclic GC finds it.
+                del outcome
                 if not slot.again:
                     return
                 slot.again = False
