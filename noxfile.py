@@ -113,6 +113,8 @@ def fuzz(session: nox.Session) -> None:
         "pytest",
         "tests/test_fuzz.py",
         "tests/test_soak.py",
+        # 15 times the CI's work: the hang guard of 60 s per test (pyproject) would cut it.
+        "--timeout=900",
         *session.posargs,
         env={"HYPOTHESIS_PROFILE": "fuzz", "TRIO_ORCHESTRA_SOAK_RESTARTS": "300000"},
     )
