@@ -78,6 +78,36 @@ def start_stop_bare(n: int) -> float:
     return _timed(main)
 
 
+def start_stop_bare_sequential(n: int) -> float:
+    """Bare Trio, the same semantics as a sequential stop, by hand.
+
+    Each task in a cancel scope of its own, started with ``nursery.start``; then cancelled one
+    at a time in reverse order, each once the one after it is gone. This is what a conductor's
+    default stop does, so it is its like-for-like baseline (reported; the bar is against
+    cancelling everything at once).
+    """
+
+    async def in_own_scope(
+        gone: trio.Event, *, task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await trio.sleep_forever()
+        gone.set()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            started: list[tuple[trio.CancelScope, trio.Event]] = []
+            for _ in range(n):
+                gone = trio.Event()
+                started.append((await nursery.start(in_own_scope, gone), gone))
+            for scope, gone in reversed(started):
+                scope.cancel(reason="stopped in reverse order")
+                await gone.wait()
+
+    return _timed(main)
+
+
 def start_stop_ours(n: int, order: str) -> float:
     """A conductor of n idle players: start them in order to ready, then stop them."""
     conductor = orchestra.Conductor(
@@ -368,6 +398,24 @@ def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
                     )
         finally:
             gc.enable()
+    for n in sizes:
+        ours, by_hand = _interleaved(
+            3 if quick else (5 if n < LARGE else 3),
+            partial(start_stop_ours, n, "sequential"),
+            partial(start_stop_bare_sequential, n),
+        )
+        results.append(
+            Result(
+                case="start+stop, sequential stop vs the same by hand in bare Trio, GC on",
+                n=n,
+                ours=ours / n * 1e6,
+                bare=by_hand / n * 1e6,
+                unit="us/player",
+                ratio=ours / by_hand,
+                bar="reported",
+                ok=True,
+            )
+        )
     for groups, size in [(10, 100)] if quick else [(10, 100), (100, 100)]:
         n = groups * size
         ours, bare = _interleaved(

@@ -716,6 +716,8 @@ class Conductor:
             escaped = exc
         finally:
             del supervisors[task]
+            if parent is not None:
+                self._observer = None  # the parent's runner's, for this run only
             self._running = False
             self._nursery = None
             self._task = None
