@@ -7,6 +7,7 @@ sockets on loopback, a raw ASGI app, real HTTP requests with httpx.
 from __future__ import annotations
 
 import errno
+import logging
 import re
 import socket
 import sys
@@ -348,3 +349,19 @@ def test_the_player_is_named_serve_asgi() -> None:
     player = serve_asgi(App(Journal()), bind="127.0.0.1:0")
     assert player.__name__ == "serve_asgi"
     assert player.__qualname__ == "serve_asgi(App, 127.0.0.1:0)"
+
+
+async def test_without_a_config_hypercorn_logs_through_the_application_logging(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No handler of hypercorn's own is added; its records reach the root handlers once."""
+    hypercorn_log = logging.getLogger("hypercorn.error")
+    handlers = list(hypercorn_log.handlers)
+    served = Served(serve_asgi(App(journal), bind="127.0.0.1:0"))
+    with caplog.at_level(logging.INFO), trio.fail_after(10):
+        async with background(web(served)) as run:
+            await run.stop()
+    assert hypercorn_log.handlers == handlers
+    running = [r for r in caplog.records if r.getMessage().startswith("Running on http://")]
+    assert len(running) == 1
+    assert running[0].name == "hypercorn.error"

@@ -11,6 +11,7 @@ start with one plain error naming the player, and no socket is left open behind 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import socket
 import sys
@@ -92,7 +93,11 @@ def _settings(
 ) -> hypercorn.config.Config:
     """Check *config* and copy it (or make a default one): the caller's is never changed."""
     if config is None:
-        return config_class()
+        settings = config_class()
+        # hypercorn's default ("-") replaces the handlers of the "hypercorn.error" logger with
+        # a stderr handler of its own; a library leaves handlers to the application.
+        settings.errorlog = logging.getLogger("hypercorn.error")
+        return settings
     if not isinstance(config, config_class):
         msg = (
             f"player {player!r}: config must be a hypercorn.config.Config or None,"
@@ -130,7 +135,9 @@ def serve_asgi(
         app: the ASGI 3 application, ``await app(scope, receive, send)``.
         bind: the address to listen on, ``HOST:PORT`` or ``[IPV6]:PORT``; TCP only.
         config: a :class:`hypercorn.config.Config` for everything else (TLS, timeouts,
-            logging, ...). It is copied when the player starts, never changed. Its own
+            logging, ...). Without one, hypercorn logs to the ``hypercorn.error`` logger
+            through your logging configuration, instead of adding a stderr handler of its
+            own (its default). It is copied when the player starts, never changed. Its own
             ``bind`` is ignored (*bind* says where to listen: one place for it), and so is
             its ``graceful_timeout``, as said above.
 
