@@ -37,7 +37,7 @@ import trio_orchestra as orchestra
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from run import _timed, restarts_bare, restarts_ours  # noqa: E402 - the shared cases
+from run import _timed, restarts_bare, restarts_ours, start_stop_bare  # noqa: E402 - shared
 
 
 @dataclass
@@ -78,24 +78,6 @@ def start_stop_ours(n: int) -> float:
         async with trio.open_nursery() as nursery:
             await nursery.start(conductor)
             conductor.stop()
-
-    return _timed(main)
-
-
-def start_stop_bare(n: int) -> float:
-    """Bare Trio: n idle tasks with ``nursery.start`` of a wrapper that reports started."""
-
-    async def started_idle(
-        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        task_status.started()
-        await idle()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            for _ in range(n):
-                await nursery.start(started_idle)
-            nursery.cancel_scope.cancel()
 
     return _timed(main)
 

@@ -8,7 +8,6 @@ also run as real processes and stopped with a real SIGTERM.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -16,8 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import trio
@@ -25,22 +22,13 @@ import trio.testing
 
 import trio_orchestra as orchestra
 
+from .test_examples import EXAMPLES, load
+
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("POSIX signals", allow_module_level=True)
 
-EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n"
-
-
-def load(name: str) -> ModuleType:
-    """Import docs/examples/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def transcript(name: str) -> list[str]:
