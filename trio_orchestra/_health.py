@@ -23,7 +23,7 @@ from ._conductor import Conductor
 from ._report import metrics_text, page_html, readiness, status_json
 
 if TYPE_CHECKING:
-    import h11
+    from ._http import Answer
 
 __all__ = ["HealthEndpoint"]
 
@@ -33,7 +33,6 @@ logger = logging.getLogger("trio_orchestra")
 IDLE_TIMEOUT = 10.0
 #: Connections served at once; more are closed at once (probes need a handful).
 MAX_CONNECTIONS = 32
-_MAX_READ = 16384
 _TEXT = "text/plain; charset=utf-8"
 _Response = tuple[int, str, str]  # status, content type, body
 
@@ -106,45 +105,30 @@ class HealthEndpoint:
         body = page_html(self._conductor.status(), trio.current_time())
         return 200, "text/html; charset=utf-8", body
 
-    def _answer(self, request: h11.Request) -> tuple[_Response, list[tuple[str, str]]]:
-        if request.method not in {b"GET", b"HEAD"}:
-            return (405, _TEXT, "only GET and HEAD\n"), [("allow", "GET, HEAD")]
-        target = request.target.decode("ascii", "replace")
-        path = urllib.parse.urlsplit(target).path or "/"  # also the absolute form, http://h/p
+    def _answer(self, method: bytes, target: bytes) -> Answer:
+        """What to answer *method* on *target*: status, headers, body."""
+        if method not in {b"GET", b"HEAD"}:
+            return _text(405, "only GET and HEAD\n", [("allow", "GET, HEAD")])
+        text = target.decode("ascii", "replace")
+        path = urllib.parse.urlsplit(text).path or "/"  # also the absolute form, http://h/p
         route = self._routes.get(path)
         if route is None:
-            return (404, _TEXT, f"no {path}; try /livez /readyz /status /metrics /\n"), []
-        return route(), []
-
-    # -- HTTP/1.1 with h11 --------------------------------------------------------------------
-
-    async def _respond(
-        self, connection: h11.Connection, stream: trio.SocketStream, request: h11.Request
-    ) -> None:
-        import h11  # noqa: PLC0415 - checked at construction; an optional extra
-
-        (status, kind, body), extra = self._answer(request)
-        data = body.encode(errors="replace")  # a player's name may hold lone surrogates
-        headers = [
-            ("content-type", kind),
-            ("content-length", str(len(data))),
-            ("cache-control", "no-store"),
-            *extra,
-        ]
-        await _send(connection, stream, h11.Response(status_code=status, headers=headers))
-        if request.method != b"HEAD":
-            await _send(connection, stream, h11.Data(data=data))
-        await _send(connection, stream, h11.EndOfMessage())
+            return _text(404, f"no {path}; try /livez /readyz /status /metrics /\n")
+        status, kind, body = route()
+        headers = [("content-type", kind), ("cache-control", "no-store")]
+        return status, headers, body.encode(errors="replace")  # names may hold lone surrogates
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         """Serve one client; whatever it sends, or does, ends only its own connection."""
+        from ._http import serve_connection  # noqa: PLC0415 - h11, the optional extra
+
         try:
             self._limiter.acquire_nowait()
         except trio.WouldBlock:
             return  # too many connections at once: this one is closed at once
         try:
             with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                await self._exchange(stream, idle)
+                await serve_connection(stream, self._answer, idle, IDLE_TIMEOUT)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except Exception:
@@ -152,62 +136,7 @@ class HealthEndpoint:
         finally:
             self._limiter.release()
 
-    async def _exchange(self, stream: trio.SocketStream, idle: trio.CancelScope) -> None:
-        """Requests and responses on one connection, each exchange within the idle timeout."""
-        import h11  # noqa: PLC0415 - checked at construction; an optional extra
 
-        connection = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request = await _next_request(connection, stream)
-                if request is None:
-                    return
-                await self._respond(connection, stream, request)
-                if not _request_read(connection) or connection.our_state is not h11.DONE:
-                    return  # a body we did not read, or either side wants to close
-                connection.start_next_cycle()
-                idle.deadline = trio.current_time() + IDLE_TIMEOUT
-        except h11.RemoteProtocolError as exc:
-            if connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
-                response = h11.Response(
-                    status_code=exc.error_status_hint,
-                    headers=[("content-length", "0"), ("connection", "close")],
-                )
-                await _send(connection, stream, response)
-
-
-async def _next_request(
-    connection: h11.Connection, stream: trio.SocketStream
-) -> h11.Request | None:
-    """Read the head of the next request (not its body); ``None`` when the client closed.
-
-    A health check has no body to wait for: answering at once also serves a client that
-    sent ``Expect: 100-continue`` and waits for us before sending one.
-    """
-    import h11  # noqa: PLC0415 - checked at construction; an optional extra
-
-    while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            connection.receive_data(await stream.receive_some(_MAX_READ))
-        elif isinstance(event, h11.Request):
-            return event
-        else:  # ConnectionClosed, or PAUSED after a protocol switch we never agree to
-            return None
-
-
-def _request_read(connection: h11.Connection) -> bool:
-    """Read what is left of the request from the buffer (an empty body); never waits."""
-    import h11  # noqa: PLC0415 - checked at construction; an optional extra
-
-    while connection.their_state is h11.SEND_BODY:
-        event = connection.next_event()
-        if event is h11.NEED_DATA or event is h11.PAUSED:
-            return False
-    return connection.their_state is h11.DONE
-
-
-async def _send(connection: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
-    data = connection.send(event)
-    if data:
-        await stream.send_all(data)
+def _text(status: int, body: str, extra: list[tuple[str, str]] | None = None) -> Answer:
+    headers = [("content-type", _TEXT), ("cache-control", "no-store"), *(extra or [])]
+    return status, headers, body.encode()
