@@ -1,4 +1,4 @@
-"""Soak: a restart storm keeps memory flat (tracemalloc before and after, DESIGN.md s. 8).
+"""Soak and leaks: a restart storm keeps memory flat, and stopped players are freed at once.
 
 CI runs 20 000 restarts; ``nox -s fuzz`` sets ``TRIO_ORCHESTRA_SOAK_RESTARTS=300000``.
 """
@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import tracemalloc
+import weakref
 
 import trio
 import trio.testing
@@ -86,3 +87,48 @@ def test_a_stopped_player_leaves_no_cyclic_garbage() -> None:
     finally:
         gc.enable()
     assert found < players  # was about 40 * players; what is left is the run's own machinery
+
+
+def test_a_sequential_stop_frees_each_player_once_it_is_gone() -> None:
+    """A stopped player is freed by reference counting before the next one is stopped.
+
+    Trio captures a cancelled task's ``Cancelled`` with a traceback whose frames link back
+    through the call stack that cancelled it: the exit of the player stopped just before. A
+    frame in that stack holding that player's own exception used to chain every stopped
+    player to the next, so the whole stop's garbage (about 30 objects a player) lived until
+    the last player was gone, and fed the cyclic GC on the way.
+    """
+    tasks: list[weakref.ref[trio.lowlevel.Task]] = []
+    alive_when_last_stops: list[int] = []
+
+    async def idle(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        tasks.append(weakref.ref(trio.lowlevel.current_task()))
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def last(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            alive_when_last_stops.append(sum(ref() is not None for ref in tasks))
+
+    players = 300
+    # Declared first, so stopped last.
+    conductor = orchestra.Conductor({"last": last} | {f"p{n}": idle for n in range(players)})
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            conductor.stop()
+
+    gc.collect()
+    gc.disable()
+    try:
+        trio.run(main)
+    finally:
+        gc.enable()
+    assert len(tasks) == players
+    # Only the player stopped just before may still be on its way out (its exit is what
+    # cancelled ``last``); before the fix all 300 were.
+    assert alive_when_last_stops == [1]

@@ -1046,11 +1046,17 @@ class Conductor:
                     outcome = exc
                 # Outside the except block: the next player's Cancelled, raised while we stop
                 # it, must not chain onto ours (a chain of N contexts makes a stop quadratic).
-                self._on_exit(slot, outcome)
-                # The exception's traceback holds this frame: keeping it in a local would make
-                # a cycle (frame -> exception -> traceback -> frame) that holds the player's
-                # task, coroutine, frames and slot (~40 objects) until the cyclic GC finds it.
+                failure, fatal = self._classify(slot, outcome)
+                # Drop the outcome before anything else runs. Its traceback holds this frame,
+                # so keeping it would make a cycle (frame -> exception -> traceback -> frame)
+                # holding the player's task, coroutine, frames and slot (~40 objects) until
+                # the cyclic GC finds it. And the stop of the previous player starts below:
+                # trio captures that player's Cancelled with a traceback whose frames link
+                # back through this call stack, so any frame in it still holding our outcome
+                # would chain every stopped player's objects to the next until the last.
                 del outcome
+                self._on_exit(slot, failure, fatal)
+                del failure, fatal
                 if not slot.again:
                     return
                 slot.again = False
@@ -1092,18 +1098,18 @@ class Conductor:
 
     # -- exits, failures and restarts -------------------------------------------------------
 
-    def _on_exit(self, slot: _Slot, exc: BaseException | None) -> None:
+    def _on_exit(self, slot: _Slot, failure: Exception | None, fatal: BaseException | None) -> None:
         self._exiting = slot
         try:
-            self._exit(slot, exc)
+            self._exit(slot, failure, fatal)
         finally:
             self._exiting = None
 
-    def _exit(self, slot: _Slot, exc: BaseException | None) -> None:
+    def _exit(self, slot: _Slot, failure: Exception | None, fatal: BaseException | None) -> None:
+        """Act on the end of a run of a player, as sorted by :meth:`_classify`."""
         slot.alive = False
         self._live -= 1
         self._clear_timer(slot)
-        failure, fatal = self._classify(slot, exc)
         if fatal is not None:
             self._end(slot, None)
             if self._fatal is None:
