@@ -1027,40 +1027,33 @@ class Conductor:
         makes a restart cheaper than spawning a task. Each run still starts with fresh context
         variables (the run's snapshot), after a checkpoint, as a newly spawned task would.
         """
-        task = trio.lowlevel.current_task()
         with slot.scope:
             while True:
                 slot.begun = True
                 if slot.stop_pending:
                     self._deferred.append(slot)
                     self._wake()
-                spec = slot.spec
+                # As few locals as can be: this frame lives as long as the player.
                 outcome: BaseException | None = None
                 try:
-                    if spec.takes_task_status:
-                        await spec.fn(*spec.args, task_status=slot)
+                    if slot.spec.takes_task_status:
+                        await slot.spec.fn(*slot.spec.args, task_status=slot)
                     else:
                         self._on_started(slot, None)
-                        await spec.fn(*spec.args)
+                        await slot.spec.fn(*slot.spec.args)
                 except BaseException as exc:  # noqa: BLE001 - every outcome is reported
                     outcome = exc
                 # Outside the except block: the next player's Cancelled, raised while we stop
                 # it, must not chain onto ours (a chain of N contexts makes a stop quadratic).
-                failure, fatal = self._classify(slot, outcome)
-                # Drop the outcome before anything else runs. Its traceback holds this frame,
-                # so keeping it would make a cycle (frame -> exception -> traceback -> frame)
-                # holding the player's task, coroutine, frames and slot (~40 objects) until
-                # the cyclic GC finds it. And the stop of the previous player starts below:
-                # trio captures that player's Cancelled with a traceback whose frames link
-                # back through this call stack, so any frame in it still holding our outcome
-                # would chain every stopped player's objects to the next until the last.
+                self._on_exit(slot, outcome)
+                # The exception's traceback holds this frame: keeping it in a local would make
+                # a cycle (frame -> exception -> traceback -> frame) that holds the player's
+                # task, coroutine, frames and slot (~40 objects) until the cyclic GC finds it.
                 del outcome
-                self._on_exit(slot, failure, fatal)
-                del failure, fatal
                 if not slot.again:
                     return
                 slot.again = False
-                task.context = self._context.copy()
+                trio.lowlevel.current_task().context = self._context.copy()
                 await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _on_started(self, slot: _Slot, value: object) -> None:
@@ -1098,7 +1091,13 @@ class Conductor:
 
     # -- exits, failures and restarts -------------------------------------------------------
 
-    def _on_exit(self, slot: _Slot, failure: Exception | None, fatal: BaseException | None) -> None:
+    def _on_exit(self, slot: _Slot, exc: BaseException | None) -> None:
+        failure, fatal = self._classify(slot, exc)
+        # Forget the exception before acting on it. Acting may stop the previous player, and
+        # trio captures that player's Cancelled with a traceback whose frames link back
+        # through this call stack: a frame here still holding our exception would chain each
+        # stopped player's objects to the next one's until the last was gone.
+        del exc
         self._exiting = slot
         try:
             self._exit(slot, failure, fatal)
