@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -9,7 +10,14 @@ import trio
 import trio.testing
 
 import trio_orchestra as orchestra
-from trio_orchestra.testing import BackgroundRun, ScriptedPlayer, assert_failures, background
+from trio_orchestra.testing import (
+    BackgroundRun,
+    Fail,
+    Finish,
+    ScriptedPlayer,
+    assert_failures,
+    background,
+)
 
 ON_FAILURE = orchestra.Restart.ON_FAILURE
 ONE_SECOND = orchestra.Backoff(initial=1, jitter=0)
@@ -45,6 +53,74 @@ async def test_a_scripted_player_finishes_and_fails_to_start(
         async with background(orchestra.Conductor({"b": broken}, name="app")):
             pytest.fail("the block must not run")
     assert_failures(info.value, {"app/b": OSError})
+
+
+async def test_a_script_fails_twice_then_runs(autojump_clock: trio.testing.MockClock) -> None:
+    """Each run takes the next step of the script; after it, the runs wait for commands."""
+    flaky = ScriptedPlayer(script=[Fail(after=1), Fail(after=1, error=KeyError("k"))])
+    conductor = orchestra.Conductor(
+        {"p": orchestra.PlayerSpec(flaky, restart=ON_FAILURE, backoff=ONE_SECOND)}, name="app"
+    )
+    async with background(conductor) as run:
+        await trio.sleep(100)
+        # Ready at 0, fails at 1; 1 s of backoff: ready at 2, fails at 3; 2 s: ready at 5.
+        assert flaky.started_times == [0, 2, 5]
+        node = conductor.status().children["p"]
+        assert (node.state, node.restarts) == (orchestra.PlayerState.RUNNING, 2)
+        assert isinstance(node.last_error, KeyError)
+        assert await run.stop() is None
+
+
+async def test_a_repeated_step_fails_every_run(autojump_clock: trio.testing.MockClock) -> None:
+    """A script is read lazily: itertools.repeat(Fail()) fails runs until the limit."""
+    broken = ScriptedPlayer(script=itertools.repeat(Fail(after=2)))
+    conductor = orchestra.Conductor(
+        {"p": orchestra.PlayerSpec(broken, restart=ON_FAILURE, backoff=None)},
+        name="app",
+        max_restarts=2,
+        period=60,
+    )
+    async with background(conductor) as run:
+        error = await run.wait_stopped()
+    assert_failures(error, {"app/p": ValueError})
+    assert error is not None
+    assert broken.started_times == [0, 2, 4]
+    assert str(error.failures["app/p"]) == "scripted failure of run 3"
+
+
+async def test_a_finish_step_and_a_command_that_comes_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Finish(after) returns on time; a command sent before a step's time wins over it."""
+    batch = ScriptedPlayer(script=[Finish(after=3)])
+    async with background(orchestra.Conductor({"b": batch})) as run:
+        assert await run.wait_stopped() is None
+        assert trio.current_time() == 3
+    early = ScriptedPlayer(script=[Fail(after=10)])
+    async with background(orchestra.Conductor({"e": early})) as run:
+        early.finish()
+        assert await run.wait_stopped() is None
+        assert trio.current_time() == 3  # no later than the finish command
+
+
+def test_script_steps_are_checked() -> None:
+    """A step's time must be a number of seconds, 0 or more."""
+    with pytest.raises(TypeError, match="after must be a number of seconds"):
+        Fail(after="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="after must be 0 seconds or more"):
+        Finish(after=-1)
+    with pytest.raises(ValueError, match="after must be 0 seconds or more"):
+        Finish(after=float("nan"))
+
+
+async def test_a_script_step_of_the_wrong_type_fails_the_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A step that is neither Fail nor Finish is a TypeError when its run reads it."""
+    odd = ScriptedPlayer(script=["fail"])  # type: ignore[list-item]
+    async with background(orchestra.Conductor({"o": odd}, name="app")) as run:
+        error = await run.wait_stopped()
+    assert_failures(error, {"app/o": TypeError})
 
 
 async def test_misbehaving_on_stop(autojump_clock: trio.testing.MockClock) -> None:

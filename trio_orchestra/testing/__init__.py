@@ -9,9 +9,11 @@ from __future__ import annotations
 from ._background import BackgroundRun as BackgroundRun
 from ._background import assert_failures as assert_failures
 from ._background import background as background
+from ._scripted import Fail as Fail
+from ._scripted import Finish as Finish
 from ._scripted import ScriptedPlayer as ScriptedPlayer
 
-__all__ = ["BackgroundRun", "ScriptedPlayer", "assert_failures", "background"]
+__all__ = ["BackgroundRun", "Fail", "Finish", "ScriptedPlayer", "assert_failures", "background"]
 
 
 def _fixup_module_metadata() -> None:

@@ -2,20 +2,61 @@
 
 Why this module: testing a supervision tree means making its players misbehave on cue: fail now,
 return now, fail to start, hang when stopped, ignore the soft stop. A :class:`ScriptedPlayer`
-does each of those when told, counts its runs and records when each started, all on Trio's
-clock, so tests under ``autojump_clock`` stay exact.
+does each of those when told, or run by run from a script given up front ("fail after 1 s,
+twice, then run"), counts its runs and records when each started, all on Trio's clock, so tests
+under ``autojump_clock`` stay exact.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from typing import final
 
+import attrs
 import trio
 
 from trio_orchestra._stop import current_stop
 
-__all__ = ["ScriptedPlayer"]
+__all__ = ["Fail", "Finish", "ScriptedPlayer"]
+
+
+def _check_after(_instance: object, attribute: attrs.Attribute[float], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{attribute.name} must be a number of seconds, not {value!r}"
+        raise TypeError(msg)
+    if not value >= 0:  # also NaN
+        msg = f"{attribute.name} must be 0 seconds or more, not {value!r}"
+        raise ValueError(msg)
+
+
+@final
+@attrs.frozen
+class Fail:
+    """A step of a :class:`ScriptedPlayer`'s script: the run fails *after* seconds once ready.
+
+    It raises *error*, or when that is ``None`` a fresh ``ValueError`` naming the run.
+
+    Example::
+
+        flaky = ScriptedPlayer(script=[Fail(after=1), Fail(after=1)])  # then runs until stopped
+    """
+
+    after: float = attrs.field(default=0.0, validator=_check_after)
+    error: BaseException | None = None
+
+
+@final
+@attrs.frozen
+class Finish:
+    """A step of a :class:`ScriptedPlayer`'s script: the run returns *after* seconds once ready.
+
+    Example::
+
+        batch = ScriptedPlayer(script=[Finish(after=3)])
+    """
+
+    after: float = attrs.field(default=0.0, validator=_check_after)
 
 
 @final
@@ -31,6 +72,11 @@ class ScriptedPlayer:
 
     The options hold for every later run until changed.
 
+    A *script* says what the runs do on their own, one step per run that becomes ready:
+    :class:`Fail` or :class:`Finish` after some seconds. It is read lazily, so
+    ``itertools.repeat(Fail())`` fails every run; the runs after a finite script wait for
+    commands. A command or a stop that comes first wins over the step.
+
     Attributes:
         runs: how many runs have begun.
         started_times: the :func:`trio.current_time` at which each run became ready.
@@ -43,9 +89,11 @@ class ScriptedPlayer:
             await player.wait_runs(1)
             player.fail(ValueError("boom"))
             await player.wait_runs(2)  # restarted after its backoff
+
+        flaky = ScriptedPlayer(script=[Fail(after=1), Fail(after=1)])  # then runs until stopped
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, each documented
         self,
         *,
         ready_after: float = 0.0,
@@ -53,12 +101,14 @@ class ScriptedPlayer:
         ignore_soft_stop: bool = False,
         hang_on_stop: float = 0.0,
         fail_on_stop: BaseException | None = None,
+        script: Iterable[Fail | Finish] = (),
     ) -> None:
         self.ready_after = ready_after
         self.fail_at_start = fail_at_start
         self.ignore_soft_stop = ignore_soft_stop
         self.hang_on_stop = hang_on_stop
         self.fail_on_stop = fail_on_stop
+        self._script: Iterator[object] = iter(script)  # what the caller gave: checked in use
         self.runs: int = 0
         self.started_times: list[float] = []
         self.stop_reasons: list[str | None] = []
@@ -108,7 +158,7 @@ class ScriptedPlayer:
         try:
             with trio.CancelScope() as soft:
                 stop._add_listener(lambda _reason: None if self.ignore_soft_stop else soft.cancel())
-                await self._wake.wait()
+                await self._wait_for_command()
             if soft.cancelled_caught:
                 self.stop_reasons.append(stop.reason)
                 await self._stopping()
@@ -120,6 +170,24 @@ class ScriptedPlayer:
         error = self._failure()
         if error is not None:
             raise error
+
+    async def _wait_for_command(self) -> None:
+        """Wait for a command, or for the time of this run's step of the script."""
+        step = next(self._script, None)
+        if step is None:
+            await self._wake.wait()
+            return
+        if not isinstance(step, (Fail, Finish)):
+            msg = f"a step of a ScriptedPlayer's script is a Fail or a Finish, not {step!r}"
+            raise TypeError(msg)
+        with trio.move_on_after(step.after):
+            await self._wake.wait()
+        if self._command is None:  # the step's time came first
+            if isinstance(step, Finish):
+                self._command = ("finish", None)
+            else:
+                error = step.error or ValueError(f"scripted failure of run {self.runs}")
+                self._command = ("fail", error)
 
     def _failure(self) -> BaseException | None:
         """The error that the last command asks this run to raise, if any."""
