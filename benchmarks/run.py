@@ -395,6 +395,35 @@ def _per_player(
     )
 
 
+def _scaling(results: list[Result]) -> list[Result]:
+    """The scaling bar: for each start+stop case, the ratio at the largest N against at 1k.
+
+    Bare Trio's own per-player cost grows with N, so the bar is relative (DESIGN.md section
+    8): the ratio to bare Trio at the largest N must be no worse than at 1k.
+    """
+    by_case: dict[str, dict[int, float]] = {}
+    for r in results:
+        by_case.setdefault(r.case, {})[r.n] = r.ratio
+    rows = []
+    for case, ratios in by_case.items():
+        small, large = min(ratios), max(ratios)
+        if small == large:
+            continue  # the smoke run has one size
+        rows.append(
+            Result(
+                case=f"scaling of '{case}': ratio at {large} / ratio at {small}",
+                n=large,
+                ours=ratios[large],
+                bare=ratios[small],
+                unit="ratio to bare",
+                ratio=ratios[large] / ratios[small],
+                bar=f"<= 1 (no worse at {large} than at {small})",
+                ok=ratios[large] <= ratios[small],
+            )
+        )
+    return rows
+
+
 def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
     """Run every case; return the results."""
     sizes = [1000] if quick else [1000, 10_000, 100_000]
@@ -415,6 +444,7 @@ def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
                     results.append(_per_player(case, n, (ours, bare), bar=OVERHEAD_BAR))
         finally:
             gc.enable()
+    results.extend(_scaling(results))
     for n in sizes:
         ours, by_hand = _interleaved(
             3 if quick else (5 if n < LARGE else 3),
