@@ -434,7 +434,7 @@ def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
         try:
             for order in ("sequential", "parallel"):
                 for n in sizes:
-                    reps = 3 if quick else (7 if n < LARGE else 3)
+                    reps = 3 if quick else (7 if n < LARGE else 5)
                     ours, bare = _interleaved(
                         reps,
                         partial(start_stop_ours, n, order),

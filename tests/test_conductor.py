@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 import trio_orchestra as orchestra
+from trio_orchestra.testing import ScriptedPlayer, assert_failures, background
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -840,3 +841,61 @@ def test_the_stop_budget_adds_the_grace_periods_up() -> None:
     pinned = orchestra.Conductor({"jobs": orchestra.PlayerSpec(jobs, grace=1)})
     assert pinned.stop_budget() == 1
     assert orchestra.Conductor({}).stop_budget() == 0
+
+
+async def test_a_parallel_stop_keeps_every_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopped all at once, each player still gets its own soft, hard and straggler times."""
+    quick = ScriptedPlayer()  # returns as soon as asked
+    deaf = ScriptedPlayer(ignore_soft_stop=True)  # waits for its hard cancel
+    stuck = ScriptedPlayer(ignore_soft_stop=True, hang_on_stop=7)  # a straggler
+    own = ScriptedPlayer(ignore_soft_stop=True)
+    seen: list[tuple[float, str, str]] = []
+
+    def record(event: orchestra.events.Event) -> None:
+        if not isinstance(event, (orchestra.events.Started, orchestra.events.Ready)):
+            seen.append((event.time, type(event).__name__, event.path.removeprefix("app/")))
+
+    async def plain() -> None:
+        await trio.sleep_forever()
+
+    conductor = orchestra.Conductor(
+        {
+            "quick": quick,
+            "deaf": deaf,
+            "stuck": stuck,
+            "own": orchestra.PlayerSpec(own, grace=2),
+            "plain": plain,
+        },
+        name="app",
+        grace=5,
+        stop_order="parallel",
+        on_event=record,
+    )
+    async with background(conductor) as run:
+        error = await run.stop("now")
+    assert_failures(error, {"app/stuck": orchestra.StopTimeout})
+    assert sorted((time, kind, path) for time, kind, path in seen if kind != "Stopping") == [
+        (0, "Stopped", "plain"),  # not subscribed: cancelled at once
+        (0, "Stopped", "quick"),  # returned when asked
+        (2, "Stopped", "own"),  # its own grace of 2 s
+        (5, "Stopped", "deaf"),  # the conductor's grace of 5 s
+        (10, "Straggling", "stuck"),  # still running 5 s after its hard cancel at 5
+        (12, "Failed", "stuck"),  # out of its 7 s shield
+    ]
+    assert quick.stop_reasons == deaf.stop_reasons == own.stop_reasons == ["now"]
+    states = {name: node.state for name, node in conductor.status().children.items()}
+    assert set(states.values()) == {orchestra.PlayerState.DONE, orchestra.PlayerState.FAILED}
+    assert states["stuck"] is orchestra.PlayerState.FAILED
+
+
+async def test_a_parallel_stop_with_no_grace_makes_no_stragglers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """grace=0: soft phases end at once and hard cancels follow; none is a straggler."""
+    players = {f"p{i}": ScriptedPlayer(ignore_soft_stop=True) for i in range(20)}
+    conductor = orchestra.Conductor(players, grace=0, stop_order="parallel")
+    async with background(conductor) as run:
+        assert await run.stop() is None
+    assert trio.current_time() == 0
