@@ -280,3 +280,35 @@ async def test_the_child_does_not_read_the_terminal() -> None:
     command = python("import sys; sys.exit(0 if sys.stdin.read() == '' else 1)")
     with trio.fail_after(20):
         await orchestra.Conductor({"reader": orchestra.run_process(command)})()
+
+
+SHOW_SYSTEMD_VARIABLES = """
+    import os
+    names = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "KEPT")
+    print("env:", " ".join(f"{name}={os.environ.get(name, '-')}" for name in names))
+"""
+
+
+async def test_the_child_does_not_speak_for_the_service_to_systemd(
+    lines: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NOTIFY_SOCKET and WATCHDOG_* are not inherited; the rest is, or env= as it was given."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "@service-notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setenv("KEPT", "yes")
+    given = {"NOTIFY_SOCKET": "@mine", "PATH": os.environ.get("PATH", "")}
+    conductor = orchestra.Conductor(
+        {
+            "inherits": orchestra.run_process(python(SHOW_SYSTEMD_VARIABLES)),
+            "given": orchestra.run_process(python(SHOW_SYSTEMD_VARIABLES), env=given),
+        },
+        name="app",
+    )
+    with trio.fail_after(20):
+        await conductor()
+    assert sorted(message for _, _, message in lines.seen()) == [
+        "app/given stdout: env: NOTIFY_SOCKET=@mine WATCHDOG_USEC=- WATCHDOG_PID=- KEPT=-",
+        "app/inherits stdout: env: NOTIFY_SOCKET=- WATCHDOG_USEC=- WATCHDOG_PID=- KEPT=yes",
+    ]
+    assert os.environ["NOTIFY_SOCKET"] == "@service-notify"  # the runner's own is untouched

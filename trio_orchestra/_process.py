@@ -36,6 +36,10 @@ _STDERR_TAIL = 20
 #: The exits that mean "stopped as asked" after our SIGTERM: 0, the shell convention
 #: 128 + SIGTERM, and death by the signal itself.
 _ORDERLY_AFTER_SIGTERM = frozenset({0, 128 + signal.SIGTERM, -signal.SIGTERM})
+#: systemd's notification variables address the runner alone: a child that speaks sd_notify
+#: (a daemon, another trio_orchestra program) would otherwise report READY=1 or STOPPING=1
+#: to systemd as if it were the service.
+_SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 Command = (
     str
@@ -83,6 +87,14 @@ def _log_line(
         tail.append(line)
     if logger.isEnabledFor(level):
         logger.log(level, "%s %s: %s", path, name, line, extra={"path": path, "stream": name})
+
+
+def _child_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options to spawn with: without systemd's variables, unless ``env`` was given."""
+    if "env" in options or not any(name in os.environ for name in _SYSTEMD_VARIABLES):
+        return options
+    env = {name: value for name, value in os.environ.items() if name not in _SYSTEMD_VARIABLES}
+    return {**options, "env": env}
 
 
 def _leads_a_group(process: trio.Process) -> bool:
@@ -173,6 +185,10 @@ def run_process(command: Command, **options: Any) -> Callable[..., Awaitable[Non
     * Unless you redirect them (``stdout=`` / ``stderr=``), each line the child writes to
       stdout is logged at INFO and each line to stderr at WARNING, on the ``trio_orchestra``
       logger, with the player's path in the message and as the record's ``path`` attribute.
+    * The child inherits the environment without systemd's ``NOTIFY_SOCKET``,
+      ``WATCHDOG_USEC`` and ``WATCHDOG_PID``, which speak for the service: a child that
+      notifies systemd itself would otherwise report the service ready or stopping. Pass
+      ``env=`` to give the child exactly the environment you choose.
 
     With ``restart=Restart.ON_FAILURE`` this supervises worker processes; run one per core.
 
@@ -215,7 +231,7 @@ def run_process(command: Command, **options: Any) -> Callable[..., Awaitable[Non
         stop = stop_or_never()  # subscribed before spawning: a stop comes as SIGTERM
         path = current_path("run_process")
         try:
-            process = await trio.lowlevel.open_process(command, **options)
+            process = await trio.lowlevel.open_process(command, **_child_options(options))
         except OSError as exc:
             msg = f"player {path!r} cannot run {described!r}: {exc.strerror or exc}"
             raise type(exc)(exc.errno, msg) from exc
