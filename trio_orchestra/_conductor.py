@@ -1433,10 +1433,7 @@ class Conductor:
         self._enter_stopping(reason)
         self._force = force
         if self._parallel or force:
-            now = trio.current_time()
-            for slot in reversed(self._slots):
-                if slot.alive:
-                    self._stop_slot(slot, now, reason)
+            self._stop_all_at_once(reason, hard=False)
         else:
             self._stop_cursor = len(self._slots) - 1
             self._stop_next()
@@ -1469,21 +1466,41 @@ class Conductor:
             cursor -= 1
         self._stop_cursor = cursor
 
+    def _stop_all_at_once(self, reason: str | None, *, hard: bool) -> None:
+        """Stop every live player, latest first: the soft phase where it applies, unless *hard*.
+
+        The cancellations are made from this frame, not through a helper per player: trio
+        keeps the frames of the stack that cancelled a task (in its Cancelled's traceback)
+        until the task is gone, so two helper frames per player would be held for the whole
+        stop, a cost that grows with the tree's size.
+        """
+        now = trio.current_time()
+        for slot in reversed(self._slots):
+            if slot.alive and (hard or self._ask_to_stop(slot, now, reason)):
+                message = self._mark_hard(slot)
+                if message is not None:
+                    slot.scope.cancel(message)
+                    self._after_hard_cancel(slot, now)
+
     def _stop_slot(self, slot: _Slot, now: float, reason: str | None) -> None:
         """Begin the stop of one player: its soft phase if it subscribed, else a hard cancel."""
+        if self._ask_to_stop(slot, now, reason):
+            self._hard_cancel(slot, now)
+
+    def _ask_to_stop(self, slot: _Slot, now: float, reason: str | None) -> bool:
+        """Begin the soft phase of a player if it has one; tell whether to cancel it now."""
         slot.stop_requested = True
         slot.stop_reason = reason
         if not slot.begun and not self._force:
             # Its task has not taken its first step, so it could not yet have asked for its
             # token: decide once it has (see _play).
             slot.stop_pending = True
-            return
+            return False
         if slot.state is not _S.STOPPING:
             move(slot, _S.STOPPING)
         token = slot.token
         if token is None or self._force or slot.hard:
-            self._hard_cancel(slot, now)
-            return
+            return True
         grace = self._grace_of(slot)
         deadline = now + grace
         if logger.isEnabledFor(_INFO):
@@ -1498,10 +1515,19 @@ class Conductor:
         token._request(reason, deadline)
         if deadline < _INF:
             self._set_timer(slot, deadline)
+        return False
 
     def _hard_cancel(self, slot: _Slot, now: float) -> None:
+        """The hard phase of a player: cancel its scope, with a reason naming it."""
+        message = self._mark_hard(slot)
+        if message is not None:
+            slot.scope.cancel(message)
+            self._after_hard_cancel(slot, now)
+
+    def _mark_hard(self, slot: _Slot) -> str | None:
+        """Record a player's hard phase; the reason to cancel it with (None: it already was)."""
         if slot.hard:
-            return
+            return None
         slot.hard = True
         slot.stop_requested = True
         if slot.stop_reason is None:
@@ -1509,10 +1535,12 @@ class Conductor:
         if slot.state is _S.STARTING or slot.state is _S.RUNNING:
             move(slot, _S.STOPPING)
         reason = slot.stop_reason
-        slot.scope.cancel(
-            f"conductor {self._path!r} stopped player {slot.path!r}"
-            + (f": {reason}" if reason else "")
+        return f"conductor {self._path!r} stopped player {slot.path!r}" + (
+            f": {reason}" if reason else ""
         )
+
+    def _after_hard_cancel(self, slot: _Slot, now: float) -> None:
+        reason = slot.stop_reason
         if self._hook is not None and slot.token is None:
             self._emit(events.Stopping(path=slot.path, time=now, reason=reason, deadline=now))
         if slot.token is not None:  # after the cancel, so that a waiter wakes up cancelled
@@ -1530,10 +1558,7 @@ class Conductor:
         if self._phase < _Phase.STOPPING:
             self._enter_stopping(reason)
         self._force = True
-        now = trio.current_time()
-        for slot in reversed(self._slots):
-            if slot.alive:
-                self._hard_cancel(slot, now)
+        self._stop_all_at_once(reason, hard=True)
         self._maybe_done()
         self._wake()
 
