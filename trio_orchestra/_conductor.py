@@ -359,8 +359,8 @@ class Conductor:
     _fatal: BaseException | None
     _cancelled: BaseException | None
     _error: ConductorError | None
-    # The players with a timer armed. A dict, not a set: a parallel stop arms one for each
-    # player, and a dict's table is a fifth of a set's, which keeps the stop flat at 100k.
+    # The players with a timer armed. A dict, not a set: a stop of every player at once
+    # arms one for each, and a dict's table takes a fifth of a set's memory.
     _timed: dict[_Slot, None]
     _deferred: list[_Slot]
     _group: _Group | None
