@@ -60,6 +60,23 @@ async def test_a_restart_storm_keeps_memory_flat(autojump_clock: trio.testing.Mo
     assert after - before < BOUND, f"{after - before} bytes more after {RESTARTS} restarts"
 
 
+def start_and_stop_with_the_gc_off(conductor: orchestra.Conductor) -> int:
+    """Start *conductor*, stop it, with the cyclic GC off; return what a collection then finds."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conductor)
+            conductor.stop()
+
+    gc.collect()
+    gc.disable()
+    try:
+        trio.run(main)
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
 def test_a_stopped_player_leaves_no_cyclic_garbage() -> None:
     """Stopping players frees them by reference counting: the cyclic GC finds nothing.
 
@@ -72,20 +89,9 @@ def test_a_stopped_player_leaves_no_cyclic_garbage() -> None:
         await trio.sleep_forever()
 
     players = 500
-    conductor = orchestra.Conductor({f"p{n}": idle for n in range(players)})
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(conductor)
-            conductor.stop()
-
-    gc.collect()
-    gc.disable()
-    try:
-        trio.run(main)
-        found = gc.collect()
-    finally:
-        gc.enable()
+    found = start_and_stop_with_the_gc_off(
+        orchestra.Conductor({f"p{n}": idle for n in range(players)})
+    )
     assert found < players  # was about 40 * players; what is left is the run's own machinery
 
 
@@ -115,19 +121,9 @@ def test_a_sequential_stop_frees_each_player_once_it_is_gone() -> None:
 
     players = 300
     # Declared first, so stopped last.
-    conductor = orchestra.Conductor({"last": last} | {f"p{n}": idle for n in range(players)})
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(conductor)
-            conductor.stop()
-
-    gc.collect()
-    gc.disable()
-    try:
-        trio.run(main)
-    finally:
-        gc.enable()
+    start_and_stop_with_the_gc_off(
+        orchestra.Conductor({"last": last} | {f"p{n}": idle for n in range(players)})
+    )
     assert len(tasks) == players
     # Every other player was freed as it ended (before the fix, all 300 were still alive).
     assert alive_when_last_stops == [0]
