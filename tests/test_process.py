@@ -292,7 +292,7 @@ SHOW_SYSTEMD_VARIABLES = """
 async def test_the_child_does_not_speak_for_the_service_to_systemd(
     lines: Lines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """NOTIFY_SOCKET and WATCHDOG_* are not inherited; the rest is, or env= as it was given."""
+    """NOTIFY_SOCKET and WATCHDOG_* are not inherited (env=None inherits); env= is as given."""
     monkeypatch.setenv("NOTIFY_SOCKET", "@service-notify")
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
@@ -302,6 +302,7 @@ async def test_the_child_does_not_speak_for_the_service_to_systemd(
         {
             "inherits": orchestra.run_process(python(SHOW_SYSTEMD_VARIABLES)),
             "given": orchestra.run_process(python(SHOW_SYSTEMD_VARIABLES), env=given),
+            "none": orchestra.run_process(python(SHOW_SYSTEMD_VARIABLES), env=None),
         },
         name="app",
     )
@@ -310,5 +311,6 @@ async def test_the_child_does_not_speak_for_the_service_to_systemd(
     assert sorted(message for _, _, message in lines.seen()) == [
         "app/given stdout: env: NOTIFY_SOCKET=@mine WATCHDOG_USEC=- WATCHDOG_PID=- KEPT=-",
         "app/inherits stdout: env: NOTIFY_SOCKET=- WATCHDOG_USEC=- WATCHDOG_PID=- KEPT=yes",
+        "app/none stdout: env: NOTIFY_SOCKET=- WATCHDOG_USEC=- WATCHDOG_PID=- KEPT=yes",
     ]
     assert os.environ["NOTIFY_SOCKET"] == "@service-notify"  # the runner's own is untouched

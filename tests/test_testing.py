@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import traceback
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -113,14 +114,39 @@ def test_script_steps_are_checked() -> None:
         Finish(after=float("nan"))
 
 
+@pytest.mark.parametrize("step", ["fail", None])
 async def test_a_script_step_of_the_wrong_type_fails_the_run(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, step: object
 ) -> None:
     """A step that is neither Fail nor Finish is a TypeError when its run reads it."""
-    odd = ScriptedPlayer(script=["fail"])  # type: ignore[list-item]
+    odd = ScriptedPlayer(script=[step])  # type: ignore[list-item]
     async with background(orchestra.Conductor({"o": odd}, name="app")) as run:
         error = await run.wait_stopped()
     assert_failures(error, {"app/o": TypeError})
+
+
+async def test_a_reused_error_is_raised_afresh_each_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One error for every run: raised as given, without the tracebacks of the runs before."""
+
+    class Empty(Exception):  # an error that is false: it must still be raised as given
+        def __len__(self) -> int:
+            return 0
+
+    error = Empty("mine")
+    broken = ScriptedPlayer(script=itertools.repeat(Fail(after=1, error=error)))
+    conductor = orchestra.Conductor(
+        {"p": orchestra.PlayerSpec(broken, restart=ON_FAILURE, backoff=None)},
+        max_restarts=1000,
+        period=1,
+    )
+    async with background(conductor) as run:
+        await trio.sleep(50.5)
+        assert conductor.status().children["p"].last_error is error
+        assert run.running
+        assert len(traceback.extract_tb(error.__traceback__)) < 10  # one raise, not 50
+        await run.stop()
 
 
 async def test_misbehaving_on_stop(autojump_clock: trio.testing.MockClock) -> None:

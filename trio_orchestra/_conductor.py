@@ -359,9 +359,7 @@ class Conductor:
     _fatal: BaseException | None
     _cancelled: BaseException | None
     _error: ConductorError | None
-    # The players with a timer armed. A dict, not a set: a stop of every player at once
-    # arms one for each, and a dict's table takes a fifth of a set's memory.
-    _timed: dict[_Slot, None]
+    _timed: set[_Slot]
     _deferred: list[_Slot]
     _group: _Group | None
     _group_pending: list[tuple[_Slot, float]]
@@ -768,7 +766,7 @@ class Conductor:
         self._fatal = None
         self._cancelled = None
         self._error = None
-        self._timed = {}
+        self._timed = set()
         self._deferred = []
         self._group = None
         self._group_pending = []
@@ -928,7 +926,7 @@ class Conductor:
 
     def _set_timer(self, slot: _Slot, when: float) -> None:
         slot.timer = when
-        self._timed[slot] = None
+        self._timed.add(slot)
         if when < self._wake_at:
             self._wake_at = when
             if self._park_scope is not None:
@@ -937,7 +935,7 @@ class Conductor:
     def _clear_timer(self, slot: _Slot) -> None:
         if slot.timer != _INF:
             slot.timer = _INF
-            self._timed.pop(slot, None)
+            self._timed.discard(slot)
 
     def _fire_timers(self) -> None:
         now = trio.current_time()

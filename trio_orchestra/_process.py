@@ -91,7 +91,7 @@ def _log_line(
 
 def _child_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options to spawn with: without systemd's variables, unless ``env`` was given."""
-    if "env" in options or not any(name in os.environ for name in _SYSTEMD_VARIABLES):
+    if options.get("env") is not None or not any(name in os.environ for name in _SYSTEMD_VARIABLES):
         return options
     env = {name: value for name, value in os.environ.items() if name not in _SYSTEMD_VARIABLES}
     return {**options, "env": env}

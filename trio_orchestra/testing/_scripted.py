@@ -20,6 +20,8 @@ from trio_orchestra._stop import current_stop
 
 __all__ = ["Fail", "Finish", "ScriptedPlayer"]
 
+_END = object()  # the script has no more steps
+
 
 def _check_after(_instance: object, attribute: attrs.Attribute[float], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -75,7 +77,9 @@ class ScriptedPlayer:
     A *script* says what the runs do on their own, one step per run that becomes ready:
     :class:`Fail` or :class:`Finish` after some seconds. It is read lazily, so
     ``itertools.repeat(Fail())`` fails every run; the runs after a finite script wait for
-    commands. A command or a stop that comes first wins over the step.
+    commands. A command that comes first wins over the step, and so does a stop the run
+    heeds (its soft phase, unless ``ignore_soft_stop``, or its hard cancel). A run that is
+    stopped or restarted early has used its step all the same: the next run takes the next.
 
     Attributes:
         runs: how many runs have begun.
@@ -173,8 +177,8 @@ class ScriptedPlayer:
 
     async def _wait_for_command(self) -> None:
         """Wait for a command, or for the time of this run's step of the script."""
-        step = next(self._script, None)
-        if step is None:
+        step = next(self._script, _END)
+        if step is _END:
             await self._wake.wait()
             return
         if not isinstance(step, (Fail, Finish)):
@@ -185,9 +189,10 @@ class ScriptedPlayer:
         if self._command is None:  # the step's time came first
             if isinstance(step, Finish):
                 self._command = ("finish", None)
-            else:
-                error = step.error or ValueError(f"scripted failure of run {self.runs}")
-                self._command = ("fail", error)
+            elif step.error is None:
+                self._command = ("fail", ValueError(f"scripted failure of run {self.runs}"))
+            else:  # raised afresh: a reused error must not pile up the tracebacks of each run
+                self._command = ("fail", step.error.with_traceback(None))
 
     def _failure(self) -> BaseException | None:
         """The error that the last command asks this run to raise, if any."""
