@@ -108,15 +108,13 @@ class HealthEndpoint:
     def _answer(self, method: bytes, target: bytes) -> Answer:
         """What to answer *method* on *target*: status, headers, body."""
         if method not in {b"GET", b"HEAD"}:
-            return _text(405, "only GET and HEAD\n", [("allow", "GET, HEAD")])
+            return _reply(405, _TEXT, "only GET and HEAD\n", ("allow", "GET, HEAD"))
         text = target.decode("ascii", "replace")
         path = urllib.parse.urlsplit(text).path or "/"  # also the absolute form, http://h/p
         route = self._routes.get(path)
         if route is None:
-            return _text(404, f"no {path}; try /livez /readyz /status /metrics /\n")
-        status, kind, body = route()
-        headers = [("content-type", kind), ("cache-control", "no-store")]
-        return status, headers, body.encode(errors="replace")  # names may hold lone surrogates
+            return _reply(404, _TEXT, f"no {path}; try /livez /readyz /status /metrics /\n")
+        return _reply(*route())
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         """Serve one client; whatever it sends, or does, ends only its own connection."""
@@ -137,6 +135,7 @@ class HealthEndpoint:
             self._limiter.release()
 
 
-def _text(status: int, body: str, extra: list[tuple[str, str]] | None = None) -> Answer:
-    headers = [("content-type", _TEXT), ("cache-control", "no-store"), *(extra or [])]
-    return status, headers, body.encode()
+def _reply(status: int, kind: str, body: str, *extra: tuple[str, str]) -> Answer:
+    """An answer of *kind*, never cached, with any *extra* headers."""
+    headers = [("content-type", kind), ("cache-control", "no-store"), *extra]
+    return status, headers, body.encode(errors="replace")  # names may hold lone surrogates
