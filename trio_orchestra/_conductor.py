@@ -1538,6 +1538,7 @@ class Conductor:
         )
 
     def _after_hard_cancel(self, slot: _Slot, now: float) -> None:
+        """What follows a player's hard cancel: its event, its token, its straggler timer."""
         reason = slot.stop_reason
         if self._hook is not None and slot.token is None:
             self._emit(events.Stopping(path=slot.path, time=now, reason=reason, deadline=now))
