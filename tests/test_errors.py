@@ -163,6 +163,83 @@ async def test_events_are_logged_with_the_path(
         ("INFO", "app/ok", "player app/ok started"),
         ("INFO", "app/bad", "player app/bad started"),
         ("ERROR", "app/bad", "player app/bad failed: ValueError('x')"),
+        ("INFO", "app", "conductor app stopping: player 'app/bad' failed"),  # the root, once
         ("INFO", "app/ok", "player app/ok stopping, with 5 s to finish"),
         ("INFO", "app/ok", "player app/ok stopped"),
     ]
+
+
+async def test_a_handled_failure_is_one_warning_line_with_its_traceback_at_debug(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restarted failure: one WARNING line without traceback; the traceback at DEBUG."""
+    from functools import partial  # noqa: PLC0415
+
+    flaky = orchestra.PlayerSpec(
+        partial(raises, ValueError("x")), restart=orchestra.Restart.ON_FAILURE, backoff=None
+    )
+    conductor = orchestra.Conductor({"flaky": flaky}, name="app", max_restarts=1)
+    with (
+        caplog.at_level(logging.DEBUG, logger="trio_orchestra"),
+        pytest.raises(orchestra.ConductorError),
+    ):
+        await conductor()
+    failures = [
+        (r.levelname, r.getMessage(), r.exc_info is not None)
+        for r in caplog.records
+        if "failed" in r.getMessage() or "traceback" in r.getMessage()
+    ]
+    assert failures == [
+        ("WARNING", "player app/flaky failed and will be restarted: ValueError('x')", False),
+        ("DEBUG", "the traceback of that failure of player app/flaky:", True),
+        ("ERROR", "player app/flaky failed: ValueError('x')", True),  # the one reported
+    ]
+
+
+async def test_a_path_format_works_for_every_record(autojump_clock: trio.testing.MockClock) -> None:
+    """PathFilter: %(path)s names the player a record comes from, or '-' outside of one."""
+    import io  # noqa: PLC0415
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(orchestra.PathFilter())
+    handler.setFormatter(logging.Formatter("%(name)s %(path)s %(message)s"))
+    mine = logging.getLogger("myapp")
+    for logger in (mine, logging.getLogger("trio_orchestra")):
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+    async def work() -> None:
+        mine.info("working")
+
+    try:
+        mine.info("outside")
+        await orchestra.Conductor({"work": work}, name="app")()
+    finally:
+        for logger in (mine, logging.getLogger("trio_orchestra")):
+            logger.removeHandler(handler)
+            logger.setLevel(logging.NOTSET)
+    assert stream.getvalue().splitlines() == [
+        "myapp - outside",
+        "trio_orchestra app/work player app/work started",
+        "myapp app/work working",  # the application's own record, inside the player
+        "trio_orchestra app/work player app/work finished",
+    ]
+
+
+def test_the_library_logger_gives_its_records_a_path() -> None:
+    """A record of the library's logger without a player's path gets '-', not a KeyError."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep()
+    library = logging.getLogger("trio_orchestra")
+    library.addHandler(keep)
+    try:
+        library.warning("no player here")
+    finally:
+        library.removeHandler(keep)
+    assert [record.path for record in records] == ["-"]  # type: ignore[attr-defined]

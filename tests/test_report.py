@@ -16,6 +16,7 @@ def node(path: str, state: PlayerState, *children: PlayerStatus, **facts: object
     return PlayerStatus(path=path, state=state, children=below, **facts)  # type: ignore[arg-type]
 
 
+WAITING = ("app/jobs/worker is backoff",)
 TREE = node(
     "app",
     S.RUNNING,
@@ -23,10 +24,18 @@ TREE = node(
     node(
         "app/jobs",
         S.RUNNING,
-        node("app/jobs/worker", S.BACKOFF, restarts=2, last_error=ValueError("bad row")),
+        node(
+            "app/jobs/worker",
+            S.BACKOFF,
+            restarts=2,
+            last_error=ValueError("bad row"),
+            not_ready=WAITING,
+        ),
         started_at=12.0,
+        not_ready=WAITING,
     ),
     node("app/migrate", S.DONE),
+    not_ready=WAITING,
 )
 
 
@@ -41,10 +50,10 @@ def test_the_terminal_view_aligns_one_line_per_player() -> None:
     )
 
 
-def test_readiness_names_what_is_not_ready() -> None:
-    """Backoff blocks readiness; done does not; a root that is not running is named."""
+def test_readiness_is_what_the_conductor_found() -> None:
+    """The renderings read the snapshot's reasons (the conductor decides: test_readiness.py)."""
     assert readiness(TREE) == ["app/jobs/worker is backoff"]
-    assert readiness(node("app", S.STOPPING)) == ["app is stopping"]
+    assert readiness(node("app", S.RUNNING)) == []
     assert one_line(TREE) == "app running: 1 running, 1 backoff, 1 done"
 
 
@@ -55,6 +64,8 @@ def test_each_event_is_one_short_status_line() -> None:
         event_line(events.Ready(path="a", time=0)),
         event_line(events.Stopping(path="a", time=0, reason=None, deadline=5)),
         event_line(events.Stopped(path="a", time=0)),
+        event_line(events.Stopped(path="a", time=0, cut_off=True)),
+        event_line(events.Finished(path="a", time=0)),
         event_line(events.Failed(path="a", time=0, error=OSError("gone"), handled=True)),
         event_line(events.Restarting(path="a", time=0, delay=0.5, restarts=3)),
         event_line(events.Straggling(path="a", time=0, where=())),
@@ -65,6 +76,8 @@ def test_each_event_is_one_short_status_line() -> None:
         "a running",
         "a stopping: stop requested",
         "a stopped",
+        "a stopped, cut off by its hard cancel",
+        "a finished",
         "a failed: OSError: gone",
         "a restarting in 0.5 s (restart 3)",
         "a is stuck after its hard cancel",

@@ -58,6 +58,17 @@ CHILD = textwrap.dedent(
                 await trio.sleep_forever()  # stuck in cleanup, forever
 
 
+    async def blocking():
+        import time
+
+        print("READY", flush=True)
+        try:
+            await trio.sleep_forever()
+        finally:
+            print("BLOCKING", flush=True)
+            time.sleep(30)  # sync code in its cleanup: the whole event loop is blocked
+
+
     async def failing():
         print("READY", flush=True)
         await trio.sleep(0.1)
@@ -99,6 +110,7 @@ CHILD = textwrap.dedent(
         "polite": polite,
         "deaf": deaf,
         "stuck": stuck,
+        "blocking": blocking,
         "failing": failing,
         "slow_start": slow_start,
         "flaky": orchestra.PlayerSpec(
@@ -241,6 +253,35 @@ def test_a_third_sigint_exits_70_naming_the_straggler(spawn: Callable[..., Child
     assert "  svc/stuck\n" in err
     assert "child.py:" in err
     assert "in stuck" in err
+
+
+def test_a_third_signal_names_the_line_that_blocks_the_loop(spawn: Callable[..., Child]) -> None:
+    """A player blocking the loop in time.sleep: its own frame is named, not the wrapper's."""
+    child = spawn("run", "blocking")
+    child.wait_for("READY")
+    child.signal(signal.SIGINT)
+    child.wait_for("BLOCKING")
+    while child.process.poll() is None:
+        child.signal(signal.SIGINT)
+        time.sleep(0.2)
+    status, _, err = child.finish()
+    assert status == 70
+    assert "  svc/blocking\n" in err
+    assert "in blocking  <- running: blocking the event loop" in err
+    assert "_conductor.py" not in err
+
+
+def test_force_exit_after_holds_while_the_loop_is_blocked(spawn: Callable[..., Child]) -> None:
+    """force_exit_after is kept by a thread: a blocked loop still exits 70, naming the line."""
+    child = spawn("force", "blocking")
+    child.wait_for("READY")
+    started = time.monotonic()
+    child.signal(signal.SIGTERM)
+    status, _, err = child.finish()
+    assert status == 70
+    assert time.monotonic() - started < 10  # not the 30 s of its time.sleep
+    assert "exiting after force_exit_after (0.5 s)" in err
+    assert "in blocking  <- running: blocking the event loop" in err
 
 
 def test_force_exit_after_exits_70(spawn: Callable[..., Child]) -> None:

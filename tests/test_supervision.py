@@ -347,6 +347,55 @@ async def test_rest_for_one_restarts_the_failed_player_and_those_after_it(
     assert "a run 2" not in journal.events
 
 
+async def test_rest_for_one_never_restarts_a_player_started_before_the_failed_one(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """OTP's rest_for_one_other_child_fails_restart: b failing to start restarts b alone."""
+    runs = {"a": 0, "b": 0}
+
+    def player(name: str, fail_run: int, *, at_start: bool) -> orchestra.PlayerSpec:
+        async def run(*, task_status: trio.TaskStatus[None]) -> None:
+            runs[name] += 1
+            try:
+                if at_start and runs[name] == fail_run:
+                    journal(f"{name} start failed")
+                    raise OSError(f"{name} cannot start")
+                journal(f"{name} start")
+                task_status.started()
+                if not at_start and runs[name] == fail_run:
+                    await trio.sleep(5)
+                    journal(f"{name} fails")
+                    raise ValueError(f"{name} failed")
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                journal(f"{name} stop")
+                raise
+
+        return orchestra.PlayerSpec(run, restart=ON_FAILURE, backoff=EXACT)
+
+    conductor = orchestra.Conductor(
+        {"a": player("a", 1, at_start=False), "b": player("b", 2, at_start=True)},
+        strategy="rest_for_one",
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conductor)
+        await trio.sleep(20)
+        tree = conductor.status()
+        assert {name: node.restarts for name, node in tree.children.items()} == {"a": 1, "b": 2}
+        conductor.stop()
+    assert journal.entries == [
+        (0, "a start"),
+        (0, "b start"),
+        (5, "a fails"),
+        (5, "b stop"),
+        (6, "a start"),  # after a's backoff of 1 s
+        (6, "b start failed"),
+        (7, "b start"),  # b alone, after its own backoff: a keeps running
+        (20, "b stop"),
+        (20, "a stop"),
+    ]
+
+
 async def test_a_never_sibling_is_not_started_again_by_a_group_restart(
     autojump_clock: trio.testing.MockClock, journal: Journal
 ) -> None:
@@ -383,13 +432,18 @@ async def test_a_sibling_raising_while_stopped_for_a_group_restart_is_only_logge
     players = trio_of(journal, "a")
     players["c"] = orchestra.PlayerSpec(bad_stopper, restart=ON_FAILURE, backoff=EXACT)
     conductor = orchestra.Conductor(players, strategy="one_for_all", name="app")
-    with caplog.at_level(logging.ERROR, logger="trio_orchestra"):
+    with caplog.at_level(logging.WARNING, logger="trio_orchestra"):
         await run_then_stop(conductor, after=10)  # returns normally: nothing reported
     assert isinstance(conductor.status().children["c"].last_error, KeyError)
     assert conductor.status().children["c"].restarts == 1
-    [record] = caplog.records
-    assert record.getMessage() == (
-        "player app/c failed while being stopped for a group restart: KeyError('while stopping')"
+    [restart, record] = caplog.records
+    assert restart.getMessage() == (
+        "player app/a failed and will be restarted: ValueError('a failed on run 1')"
+    )
+    assert (record.levelname, record.getMessage(), record.exc_info) == (
+        "WARNING",  # handled: one line, its traceback at DEBUG
+        "player app/c failed while being stopped for a group restart: KeyError('while stopping')",
+        None,
     )
 
 
@@ -414,6 +468,56 @@ async def test_escalation_and_recovery_through_two_levels(
     assert str(error) == "p failed on run 4"
     [nested] = info.value.exceptions
     assert isinstance(nested, orchestra.ConductorError)
+
+
+async def test_a_nested_conductor_giving_up_stops_its_parent_at_once(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """Escalation is early: the parent begins its stop when the child decides to fail."""
+
+    async def slow_to_stop() -> None:
+        stop = orchestra.current_stop()
+        await stop.wait()
+        await trio.sleep(10)  # a long soft phase in the pool
+        journal("slow done")
+
+    async def front() -> None:
+        stop = orchestra.current_stop()
+        await stop.wait()
+        journal(f"front told to stop: {stop.reason}")
+
+    broken = Script(journal, "bad", ("fail", 1))
+    pool = orchestra.Conductor(
+        {"slow": slow_to_stop, "bad": spec(broken, backoff=None)},
+        max_restarts=1,
+        grace=30,
+    )
+    app = orchestra.Conductor({"pool": pool, "front": front}, name="app", grace=30)
+    with pytest.raises(orchestra.ConductorError) as info:
+        await app()
+    assert journal.entries[-2:] == [
+        (2, "front told to stop: player 'app/pool' failed"),  # not at 12, once pool is gone
+        (12, "slow done"),
+    ]
+    assert list(info.value.failures) == ["app/pool/bad"]
+
+
+async def test_a_nested_conductor_giving_up_is_restarted_without_stopping_its_parent(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """A parent that will restart the failing child does not stop its other players."""
+    broken = Script(journal, "bad", ("fail", 1))
+    pool = orchestra.Conductor({"bad": spec(broken, backoff=None)}, max_restarts=0)
+    front = Script(journal, "front", ("run", None))
+    app = orchestra.Conductor(
+        {"pool": orchestra.PlayerSpec(pool, restart=ON_FAILURE, backoff=None), "front": front},
+        max_restarts=2,
+    )
+    with pytest.raises(orchestra.ConductorError):
+        await app()
+    # pool runs 3 times (2 restarts allowed); front is stopped only when app gives up.
+    assert broken.runs == 3
+    assert journal.entries[-1] == (3, "front stopped")
 
 
 # -- dynamic control ------------------------------------------------------------------------
@@ -501,6 +605,31 @@ async def test_an_error_while_removing_goes_to_the_caller(
         with pytest.raises(KeyError):
             await conductor.remove("b")
         conductor.stop()
+
+
+async def test_removing_a_straggler_raises_to_the_caller_and_the_tree_keeps_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """remove() of a player that outlives its hard cancel: StopTimeout to the caller, once."""
+
+    async def stubborn() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(7)
+
+    conductor = orchestra.Conductor({"a": trio.sleep_forever, "b": stubborn}, grace=2, name="app")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conductor)
+        with pytest.raises(orchestra.StopTimeout) as info:
+            await conductor.remove("b")
+        assert trio.current_time() == 7
+        assert info.value.path == "app/b"
+        assert conductor.status().state is orchestra.PlayerState.RUNNING
+        assert list(conductor.status().children) == ["a"]
+        await trio.sleep(10)
+        conductor.stop()  # returns normally: the StopTimeout went to the caller only
 
 
 async def test_dynamic_control_refuses_bad_requests(

@@ -16,6 +16,7 @@ from ._errors import StopTimeout as StopTimeout
 from ._errors import TooManyRestarts as TooManyRestarts
 from ._every import every as every
 from ._lifecycle import PlayerState as PlayerState
+from ._logging import PathFilter as PathFilter
 from ._process import run_process as run_process
 from ._runner import play_until_signal as play_until_signal
 from ._runner import run as run
@@ -33,6 +34,7 @@ __all__ = [
     "Conductor",
     "ConductorError",
     "ConductorStatistics",
+    "PathFilter",
     "PlayerSpec",
     "PlayerState",
     "PlayerStatus",

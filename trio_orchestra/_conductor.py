@@ -50,6 +50,7 @@ from ._checks import check_time, check_type
 from ._diagnostics import where_stuck
 from ._errors import ConductorError, StartTimeout, StopTimeout, TooManyRestarts, path_note
 from ._lifecycle import PlayerState, move
+from ._logging import library_logger
 from ._spec import PlayerSpec, as_spec
 from ._status import ConductorStatistics, PlayerStatus
 from ._stop import StopToken, current_owner, supervisors
@@ -60,7 +61,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
 
 __all__ = ["Conductor"]
 
-logger = logging.getLogger("trio_orchestra")
+logger = library_logger()
 
 _INFO = logging.INFO
 _S = PlayerState
@@ -68,6 +69,12 @@ _INF = math.inf
 _NEVER = Restart.NEVER
 _ALWAYS = Restart.ALWAYS
 _EMPTY: Mapping[str, PlayerStatus] = types.MappingProxyType({})
+#: States in which a player is not ready; a done player is (it has nothing left to serve).
+_NOT_READY = frozenset({_S.STARTING, _S.STOPPING, _S.BACKOFF, _S.FAILED})
+#: States of a nested conductor's player in which the nested run tells its readiness.
+_FOLLOWS_ITS_TREE = frozenset({_S.STARTING, _S.RUNNING, _S.STOPPING})
+#: Stands for "a failure" when asking whether a failure would be restarted.
+_FAILING = RuntimeError("a failure")
 
 
 class _Phase:
@@ -124,6 +131,28 @@ def _check_callable_or_none(value: object, what: str) -> None:
         raise TypeError(msg)
 
 
+def _check_nested_once(specs: Mapping[str, PlayerSpec], where: str) -> None:
+    """Refuse a tree in which one Conductor object would run in two places at once."""
+    seen: dict[int, str] = {}
+
+    def visit(players: Mapping[str, PlayerSpec], prefix: str) -> None:
+        for key, spec in players.items():
+            inner = spec.fn
+            if not isinstance(inner, Conductor):
+                continue
+            path = f"{prefix}{key}"
+            first = seen.setdefault(id(inner), path)
+            if first != path:
+                msg = (
+                    f"{where}: the same Conductor object is nested as {first!r} and as"
+                    f" {path!r}; a conductor has one live run, so give each place its own"
+                )
+                raise ValueError(msg)
+            visit(inner._specs, f"{path}/")
+
+    visit(specs, "")
+
+
 def _check_name(name: object, what: str) -> str:
     check_type(name, str, what, "a str")
     text = cast("str", name)
@@ -167,7 +196,8 @@ class _Flag:
             slot._flags &= ~self._bit
 
 
-_RUN_FLAGS = 0b0000_1111  # again, hard, stop_pending, straggler: renewed with each run
+# again, hard, stop_pending, straggler, cut_off: renewed with each run
+_RUN_FLAGS = 0b1_0000_1111
 
 
 @final
@@ -199,6 +229,7 @@ class _Slot:
         "timer",
         "token",
         "tree",
+        "value",
         "waiter",
     )
 
@@ -210,6 +241,7 @@ class _Slot:
     manual_restart = _Flag(0b0010_0000)  # restart() is stopping it
     removing = _Flag(0b0100_0000)  # remove() is stopping it
     removed = _Flag(0b1000_0000)  # out of the tree
+    cut_off = _Flag(0b1_0000_0000)  # subscribed, and hard-cancelled before it returned
 
     def __init__(self, conductor: Conductor, name: str, spec: PlayerSpec, order: int) -> None:
         self.conductor = conductor
@@ -232,6 +264,7 @@ class _Slot:
         self.started_flag = False
         self.stop_requested = False
         self.stop_reason: str | None = None
+        self.value: object = None  # what its run passed to started()
 
     def renew(self, *, keep_scope: bool = False) -> None:
         """Forget the previous run of this player, before it is started again."""
@@ -323,6 +356,11 @@ class Conductor:
             a seeded one to make delays reproducible.
         on_event: called with each :mod:`trio_orchestra.events` event of this conductor and,
             unless they have their own, of the conductors nested in it.
+        min_ready: the conductor counts as ready (for ``/readyz`` and
+            :attr:`PlayerStatus.ready`) while at least this many of its players are ready
+            (default ``None``: all of them). A pool of workers with ``min_ready=1`` stays
+            ready while one worker restarts. Players with ``ready_required=False`` are not
+            counted.
 
     A conductor is itself a player: run it with ``await nursery.start(conductor)`` (returns once
     every player is started), with ``await conductor()``, or nest it in another conductor.
@@ -359,6 +397,7 @@ class Conductor:
     _fatal: BaseException | None
     _cancelled: BaseException | None
     _error: ConductorError | None
+    _escalated: bool
     _timed: set[_Slot]
     _deferred: list[_Slot]
     _group: _Group | None
@@ -391,6 +430,7 @@ class Conductor:
         period: float = 60.0,
         random: random.Random | None = None,
         on_event: Callable[[events.Event], object] | None = None,
+        min_ready: int | None = None,
     ) -> None:
         name = _check_name(name, "Conductor name")
         where = f"conductor {name!r}"
@@ -415,12 +455,18 @@ class Conductor:
         if random is not None:
             check_type(random, _random_type, f"{where}: random", "a random.Random")
         _check_callable_or_none(on_event, f"{where}: on_event")
+        if min_ready is not None:
+            check_type(min_ready, int, f"{where}: min_ready", "an int or None")
+            if isinstance(min_ready, bool) or min_ready < 0:
+                msg = f"{where}: min_ready must be a whole number, 0 or more, not {min_ready!r}"
+                raise ValueError(msg)
         players = {} if players is None else players
         check_type(players, Mapping, f"{where}: players", "a mapping of name to player")
         specs: dict[str, PlayerSpec] = {}
         for key, value in players.items():
             _check_name(key, f"{where}: player name")
             specs[key] = as_spec(value, f"player {name}/{key}")
+        _check_nested_once(specs, where)
         self._name = name
         self._grace = float(grace)
         self._parallel = stop_order == "parallel"
@@ -429,6 +475,7 @@ class Conductor:
         self._period = float(period)
         self._random = random if random is not None else _random_type()
         self._on_event = on_event
+        self._min_ready = min_ready
         self._specs = specs
         self._runs = 0
         self._running = False
@@ -497,6 +544,7 @@ class Conductor:
             "period": self._period,
             "random": self._random,
             "on_event": self._on_event,
+            "min_ready": self._min_ready,
         }
 
     def stop(self, reason: str | None = None, *, force: bool = False) -> None:
@@ -553,7 +601,9 @@ class Conductor:
         """Stop one player gracefully, without restarting it, and take it out of the tree.
 
         An error it raises while being removed is raised here, to the caller, not into the
-        tree. A player that is not running (done, failed, in backoff) is just taken out.
+        tree; so is the :class:`StopTimeout` of a player that outlived its hard cancel (the
+        tree keeps running). A player that is not running (done, failed, in backoff) is just
+        taken out.
 
         Raises:
             RuntimeError: the conductor is not running, or is stopping, or is restarting a
@@ -615,7 +665,8 @@ class Conductor:
             tree = conductor.status()
             tree.children["db"].state  # PlayerState.RUNNING
         """
-        children = {slot.name: self._node(slot) for slot in self._slots if not slot.removed}
+        slots = [slot for slot in self._slots if not slot.removed]
+        nodes = [self._node(slot) for slot in slots]
         state = _PHASE_STATE[self._phase]
         if state is _S.DONE and (self._failures or self._fatal is not None):
             state = _S.FAILED
@@ -625,7 +676,10 @@ class Conductor:
             restarts=0,
             last_error=self._error,
             started_at=self._started_at,
-            children=types.MappingProxyType(children),
+            not_ready=self._not_ready(state, slots, nodes),
+            children=types.MappingProxyType(
+                {slot.name: node for slot, node in zip(slots, nodes, strict=True)}
+            ),
         )
 
     def stop_budget(self) -> float:
@@ -766,6 +820,7 @@ class Conductor:
         self._fatal = None
         self._cancelled = None
         self._error = None
+        self._escalated = False
         self._timed = set()
         self._deferred = []
         self._group = None
@@ -826,15 +881,55 @@ class Conductor:
 
     def _node(self, slot: _Slot) -> PlayerStatus:
         tree = slot.tree
-        children = tree.status().children if tree is not None else _EMPTY
+        state = slot.state
+        children = _EMPTY
+        not_ready: tuple[str, ...] = (
+            (f"{slot.path} is {state.value}",) if state in _NOT_READY else ()
+        )
+        if tree is not None:
+            inner = tree.status()
+            children = inner.children
+            if slot.child is tree and state in _FOLLOWS_ITS_TREE:
+                not_ready = inner.not_ready  # which of its players keep it from being ready
         return PlayerStatus(
             path=slot.path,
-            state=slot.state,
+            state=state,
             restarts=slot.restarts,
             last_error=slot.last_error,
             started_at=slot.started_at,
+            started_value=slot.value,
+            cut_off=slot.cut_off,
+            not_ready=not_ready,
             children=children,
         )
+
+    def _not_ready(
+        self, state: PlayerState, slots: list[_Slot], nodes: list[PlayerStatus]
+    ) -> tuple[str, ...]:
+        """Why this conductor is not ready, from its players' nodes: nothing when it is."""
+        reasons: list[str] = []
+        waiting: list[str] = []  # declared players not spawned yet: named only if alone
+        counted = ready = 0
+        for slot, node in zip(slots, nodes, strict=True):
+            if not slot.spec.ready_required:
+                continue
+            counted += 1
+            if node.ready:
+                ready += 1
+            elif node.state is _S.STARTING and not slot.alive:
+                waiting.extend(node.not_ready)
+            else:
+                reasons.extend(node.not_ready)
+        if state is not _S.RUNNING:
+            return tuple(reasons or waiting[:1] or [f"{self._path} is {state.value}"])
+        reasons.extend(waiting)
+        least = self._min_ready
+        if least is None:
+            return tuple(reasons)
+        if ready >= least:
+            return ()
+        quorum = f"{self._path} has {ready} of {counted} players ready, fewer than {least}"
+        return (quorum, *reasons)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -935,7 +1030,12 @@ class Conductor:
     def _clear_timer(self, slot: _Slot) -> None:
         if slot.timer != _INF:
             slot.timer = _INF
-            self._timed.discard(slot)
+            timed = self._timed
+            timed.discard(slot)
+            if not timed and self._wake_at != _INF:  # no stale wake-up for an idle conductor
+                self._wake_at = _INF
+                if self._park_scope is not None:
+                    self._park_scope.deadline = _INF
 
     def _fire_timers(self) -> None:
         now = trio.current_time()
@@ -950,6 +1050,9 @@ class Conductor:
                 elif group.failed is slot and group.phase == _Group.BACKOFF:
                     group.phase = _Group.STARTING
                     self._group_advance()
+            elif slot.state is _S.STARTING:
+                if slot.alive and not slot.started_flag:
+                    self._warn_slow_start(slot)
             elif slot.state is _S.STOPPING and slot.alive:
                 if slot.hard:
                     self._report_straggler(slot)
@@ -992,9 +1095,7 @@ class Conductor:
         self._wake()
 
     def _spawn(self, slot: _Slot) -> None:
-        timeout = slot.spec.start_timeout
-        if timeout is not None:
-            slot.scope.deadline = trio.current_time() + timeout
+        self._watch_start(slot)
         slot.alive = True
         self._live += 1
         # The task's name is the player's name: unique in this nursery, and no new string.
@@ -1012,12 +1113,31 @@ class Conductor:
         if not in_place:
             self._spawn(slot)
             return
-        timeout = slot.spec.start_timeout
-        if timeout is not None:
-            slot.scope.deadline = trio.current_time() + timeout
+        self._watch_start(slot)
         slot.alive = True
         self._live += 1
         slot.again = True
+
+    def _watch_start(self, slot: _Slot) -> None:
+        """Bound the start of a ``task_status`` player: its start_timeout, or a warning."""
+        spec = slot.spec
+        if not spec.takes_task_status:
+            return
+        if spec.start_timeout is not None:
+            slot.scope.deadline = trio.current_time() + spec.start_timeout
+        elif type(spec.fn) is not Conductor:  # a nested one warns of its own players
+            self._set_timer(slot, trio.current_time() + SLOW_START_WARNING)
+
+    def _warn_slow_start(self, slot: _Slot) -> None:
+        logger.warning(
+            "player %s has not called task_status.started() %g s after it was started;"
+            " it is still starting and keeps the tree from being ready (give it a"
+            " start_timeout to make this a failure); stuck at:\n%s",
+            slot.path,
+            SLOW_START_WARNING,
+            "\n".join(self._where_stuck(slot)) or "  (no await frames)",
+            extra={"path": slot.path},
+        )
 
     async def _play(self, slot: _Slot) -> None:
         """The task of one player: its runs, in its cancel scope, each reported as it ends.
@@ -1061,8 +1181,11 @@ class Conductor:
             msg = f"player {slot.path!r} called task_status.started() twice"
             raise RuntimeError(msg)
         slot.started_flag = True
+        slot.value = value
         if slot.spec.start_timeout is not None:
             slot.scope.deadline = _INF
+        elif slot.timer != _INF:
+            self._clear_timer(slot)  # its slow-start warning
         now = slot.started_at = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
@@ -1133,11 +1256,11 @@ class Conductor:
             note = "while being stopped for a group restart"
             self._end(slot, failure, report=slot.straggler, note=note)
             if slot.straggler:
-                self._begin_stop(f"player {slot.path!r} outlived its hard cancel")
+                self._fail(f"player {slot.path!r} outlived its hard cancel")
             else:
                 self._group_advance()
         elif self._phase >= _Phase.STOPPING:
-            self._end(slot, failure, report=True)
+            self._end_while_stopping(slot, failure)
         elif self._wants_restart(slot, failure):
             self._restart(slot, failure)
         else:
@@ -1146,13 +1269,19 @@ class Conductor:
             self._stop_next()
         self._maybe_done()
 
+    def _end_while_stopping(self, slot: _Slot, failure: Exception | None) -> None:
+        """A player ended during the conductor's stop: a failure now is reported, and fails us."""
+        self._end(slot, failure, report=True)
+        if failure is not None:
+            self._escalate()
+
     def _end_for_good(self, slot: _Slot, failure: Exception | None) -> None:
         """End a player that is not restarted; its failure, or significant return, stops all."""
         self._end(slot, failure, report=True)
         if failure is not None:
             started = slot.started_flag or not slot.in_sequence
             why = "failed" if started else "failed to start"
-            self._begin_stop(f"player {slot.path!r} {why}")
+            self._fail(f"player {slot.path!r} {why}")
         elif slot.spec.significant:
             self._begin_stop(f"significant player {slot.path!r} finished")
 
@@ -1200,27 +1329,67 @@ class Conductor:
         """Record how a run of a player ended: DONE, or FAILED (reported or only logged)."""
         now = trio.current_time()
         if failure is None:
-            move(slot, _S.DONE)
-            if logger.isEnabledFor(_INFO):
-                logger.info("player %s stopped", slot.path, extra={"path": slot.path})
-            if self._hook is not None:
-                self._emit(events.Stopped(path=slot.path, time=now))
+            self._end_clean(slot, now)
             return
         move(slot, _S.FAILED)
         slot.last_error = failure
         if report:
             self._failures.append((slot.path, failure))
-        if logger.isEnabledFor(logging.ERROR):
-            logger.error(
-                "player %s failed%s: %r",
-                slot.path,
-                f" {note}" if note else "",
-                failure,
-                exc_info=failure,
-                extra={"path": slot.path},
-            )
+        self._log_failure(slot, failure, f" {note}" if note else "", handled=not report)
         if self._hook is not None:
             self._emit(events.Failed(path=slot.path, time=now, error=failure, handled=not report))
+
+    def _log_failure(self, slot: _Slot, failure: Exception, how: str, *, handled: bool) -> None:
+        """Log a failure: reported, at ERROR with its traceback; handled, in one WARNING line.
+
+        A handled failure (restarted, raised to a caller) is routine in a supervised tree: its
+        traceback goes to DEBUG, so a crash loop is one line per restart, not a page.
+        """
+        path = slot.path
+        if not handled:
+            if logger.isEnabledFor(logging.ERROR):
+                message = "player %s failed%s: %r"
+                logger.error(message, path, how, failure, exc_info=failure, extra={"path": path})
+            return
+        if logger.isEnabledFor(logging.WARNING):
+            logger.warning("player %s failed%s: %r", path, how, failure, extra={"path": path})
+        if logger.isEnabledFor(logging.DEBUG):
+            message = "the traceback of that failure of player %s:"
+            logger.debug(message, path, exc_info=failure, extra={"path": path})
+
+    def _end_clean(self, slot: _Slot, now: float) -> None:
+        """A run ended with no failure: it finished by itself, or stopped (maybe cut off)."""
+        move(slot, _S.DONE)
+        if not slot.stop_requested:
+            if logger.isEnabledFor(_INFO):
+                logger.info("player %s finished", slot.path, extra={"path": slot.path})
+            if self._hook is not None:
+                self._emit(events.Finished(path=slot.path, time=now))
+            return
+        cut_off = slot.hard and slot.token is not None and slot.tree is None
+        if cut_off:
+            self._log_cut_off(slot, now)
+        elif logger.isEnabledFor(_INFO):
+            logger.info("player %s stopped", slot.path, extra={"path": slot.path})
+        if self._hook is not None:
+            self._emit(events.Stopped(path=slot.path, time=now, cut_off=cut_off))
+
+    def _log_cut_off(self, slot: _Slot, now: float) -> None:
+        """A subscribed player was hard-cancelled in its soft phase: its work was cut off."""
+        slot.cut_off = True
+        token = slot.token
+        late = now - token.deadline if token is not None else 0.0
+        if self._force:
+            how = "when its conductor was hard-stopped"
+        else:
+            how = f"at the end of its {self._grace_of(slot):g} s grace"
+        logger.warning(
+            "player %s was cut off %s: it had not returned, and ended %g s after its cancel",
+            slot.path,
+            how,
+            late,
+            extra={"path": slot.path},
+        )
 
     def _answer_waiter(self, slot: _Slot, failure: Exception | None) -> None:
         """An added, removed or restarted player ended: tell its caller, not the tree."""
@@ -1228,9 +1397,8 @@ class Conductor:
         slot.waiter = None
         removing, slot.removing = slot.removing, False
         slot.manual_restart = False
-        self._end(slot, failure, report=slot.straggler, note="(raised to the caller)")
-        if slot.straggler:
-            self._begin_stop(f"player {slot.path!r} outlived its hard cancel")
+        # Whatever it raised, also a straggler's StopTimeout, goes to the caller alone.
+        self._end(slot, failure, note="(raised to the caller)")
         if waiter is None:
             return
         if failure is None and not removing:
@@ -1261,14 +1429,7 @@ class Conductor:
         else:
             move(slot, _S.FAILED)
             slot.last_error = failure
-            if logger.isEnabledFor(logging.WARNING):
-                logger.warning(
-                    "player %s failed and will be restarted: %r",
-                    slot.path,
-                    failure,
-                    exc_info=failure,
-                    extra={"path": slot.path},
-                )
+            self._log_failure(slot, failure, " and will be restarted", handled=True)
             if self._hook is not None:
                 self._emit(events.Failed(path=slot.path, time=now, error=failure, handled=True))
         delay = self._backoff_delay(slot, now)
@@ -1301,7 +1462,7 @@ class Conductor:
                 )
             )
         self._end(slot, failure, report=True)
-        self._begin_stop(f"player {slot.path!r} exceeded the restart limit")
+        self._fail(f"player {slot.path!r} exceeded the restart limit")
 
     def _backoff_delay(self, slot: _Slot, now: float) -> float:
         backoff = slot.spec.backoff
@@ -1365,6 +1526,14 @@ class Conductor:
         else:  # a failure during a group restart: one bigger group, stopped again
             if group.failed is not failed:
                 self._clear_timer(group.failed)  # the backoff is now the new failure's
+            if not everyone:
+                # rest_for_one: a member started before the new failure, and already started
+                # again, keeps running (OTP's rest_for_one_other_child_fails_restart).
+                group.members = {
+                    slot
+                    for slot in group.members
+                    if slot.order >= failed.order or slot not in group.started
+                }
             group.members |= members
             group.failed = failed
             group.delay = delay
@@ -1423,6 +1592,38 @@ class Conductor:
         if self._running:
             self._begin_stop(reason)
 
+    def _fail(self, reason: str) -> None:
+        """Stop because of a failure that will be reported, and tell the parent at once."""
+        self._begin_stop(reason)
+        self._escalate()
+
+    def _escalate(self) -> None:
+        """Tell the parent conductor, once per run, that this run will raise.
+
+        The parent hears of it the moment this run decides to fail, not once every player here
+        has stopped: the players that depend on this conductor must not keep running for its
+        whole stop (a web front accepting jobs for a worker pool that gave up).
+        """
+        parent = self._parent_slot
+        if self._escalated or parent is None or parent.child is not self:
+            return
+        self._escalated = True
+        parent.conductor._on_child_failing(parent)
+
+    def _on_child_failing(self, slot: _Slot) -> None:
+        """A nested conductor will fail: begin our own stop now if its failure will end us."""
+        if (
+            self._phase >= _Phase.STOPPING
+            or slot.waiter is not None
+            or slot.manual_restart
+            or slot.removing
+            or (self._group is not None and slot in self._group.members)
+        ):
+            return  # stopping already, or its failure goes to a caller or a group restart
+        if self._wants_restart(slot, _FAILING) and self._window.would_allow(trio.current_time()):
+            return  # it will be restarted: nothing else has to stop
+        self._fail(f"player {slot.path!r} failed")
+
     def _begin_stop(self, reason: str | None, *, force: bool = False) -> None:
         if self._phase >= _Phase.STOPPING:
             if force and self._phase == _Phase.STOPPING and not self._force:
@@ -1441,6 +1642,13 @@ class Conductor:
         """Move the run to STOPPING: nothing more is started or restarted."""
         self._phase = _Phase.STOPPING
         self._stop_reason = reason
+        if self._parent_slot is None and logger.isEnabledFor(_INFO):  # the root says why, once
+            logger.info(
+                "conductor %s stopping: %s",
+                self._path,
+                reason or "stop requested",
+                extra={"path": self._path},
+            )
         self._group = None
         self._group_pending.clear()
         for slot in self._slots:
@@ -1619,24 +1827,35 @@ class Conductor:
                 return task
         return None
 
-    def _where_stuck(self, slot: _Slot) -> list[str]:
+    def _where_stuck(self, slot: _Slot, running: types.FrameType | None = None) -> list[str]:
         task = self._task_of(slot)
-        return where_stuck(task) if task is not None else []
+        return where_stuck(task, running=running) if task is not None else []
 
-    def _running_players(self) -> list[tuple[str, list[str]]]:
-        """Every player still running in this tree, with where it is stuck (for the runner)."""
+    def _running_players(
+        self, running: types.FrameType | None = None
+    ) -> list[tuple[str, list[str]]]:
+        """Every player still running in this tree, with where it is stuck (for the runner).
+
+        *running* is the innermost frame of the Trio thread, to name a player that blocks the
+        event loop by its live frames (see :func:`where_stuck`).
+        """
         found: list[tuple[str, list[str]]] = []
         for slot in self._slots:
             if not slot.alive:
                 continue
             if slot.child is not None and slot.child._running:
-                found.extend(slot.child._running_players())
+                found.extend(slot.child._running_players(running))
             else:
-                found.append((slot.path, self._where_stuck(slot)))
+                found.append((slot.path, self._where_stuck(slot, running)))
         return found
 
 
 _random_type = random.Random
+
+
+#: Seconds after which a ``task_status`` player with no ``start_timeout`` that has not called
+#: ``task_status.started()`` is named in a warning (a forgotten ``started()`` hangs silently).
+SLOW_START_WARNING = 30.0
 
 
 def _by_order(slot: _Slot) -> int:

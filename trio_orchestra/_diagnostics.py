@@ -3,6 +3,11 @@
 Why this module: Trio cannot abandon a task that ignores cancellation (shielded cleanup, blocking
 sync code), so the next best thing is to say exactly where it is. Used for stragglers and for
 the runner's last-resort exit.
+
+A suspended task's frames come from its await chain. A task that is *running* (one that blocks
+the event loop in ``time.sleep`` or a busy loop) has no await chain to read: its frames are
+read from the Trio thread's live stack instead, handed in as *running*, the innermost frame of
+that thread (a signal handler's ``frame``, or ``sys._current_frames()`` from another thread).
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from types import FrameType
 
 import trio
 
-__all__ = ["where_stuck"]
+__all__ = ["running_frames", "where_stuck"]
 
-_MACHINERY = ("trio.", "trio_orchestra._conductor")
+_MACHINERY = ("trio.", "trio_orchestra._conductor", "trio_orchestra._runner")
 
 
 def _is_machinery(frame: FrameType) -> bool:
@@ -22,16 +27,40 @@ def _is_machinery(frame: FrameType) -> bool:
     return isinstance(module, str) and module.startswith(_MACHINERY)
 
 
-def where_stuck(task: trio.lowlevel.Task, indent: str = "  ") -> list[str]:
-    """List the await frames of *task* and of the tasks it has spawned, innermost last."""
-    frames = list(task.iter_await_frames())
+def running_frames(task: trio.lowlevel.Task, running: FrameType | None) -> list[FrameType]:
+    """The frames of *task*, outermost first, if it is the task running *running*; else []."""
+    coro = task.coro
+    top = getattr(coro, "cr_frame", None)
+    frames: list[FrameType] = []
+    frame = running
+    while frame is not None and top is not None:
+        frames.append(frame)
+        if frame is top:
+            frames.reverse()
+            return frames
+        frame = frame.f_back
+    return []
+
+
+def where_stuck(
+    task: trio.lowlevel.Task, indent: str = "  ", running: FrameType | None = None
+) -> list[str]:
+    """List the frames of *task* and of the tasks it has spawned, innermost last.
+
+    *running*, the innermost frame of the Trio thread now, finds a task that is blocking the
+    event loop: its live frames are listed instead of its (empty) await chain.
+    """
+    live = running_frames(task, running)
+    frames = [(frame, frame.f_lineno) for frame in live] or list(task.iter_await_frames())
     mine = [(frame, lineno) for frame, lineno in frames if not _is_machinery(frame)]
     lines = [
         f"{indent}{frame.f_code.co_filename}:{lineno} in {frame.f_code.co_name}"
         for frame, lineno in (mine or frames[-1:])
     ]
+    if live and lines:
+        lines[-1] += "  <- running: blocking the event loop"
     for nursery in task.child_nurseries:
         for child in nursery.child_tasks:
             lines.append(f"{indent}task {child.name}:")
-            lines.extend(where_stuck(child, indent + "  "))
+            lines.extend(where_stuck(child, indent + "  ", running))
     return lines

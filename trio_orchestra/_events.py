@@ -14,6 +14,7 @@ import attrs
 __all__ = [
     "Event",
     "Failed",
+    "Finished",
     "Ready",
     "RestartLimitExceeded",
     "Restarting",
@@ -78,11 +79,29 @@ class Stopping(Event):
 @final
 @attrs.frozen(kw_only=True)
 class Stopped(Event):
-    """The player returned, or was cancelled, without a failure.
+    """A stop of the player ended without a failure: it returned, or was cancelled.
+
+    ``cut_off`` is true when the player had subscribed to the soft phase (it asked for its
+    :func:`~trio_orchestra.current_stop`) and was hard-cancelled before it returned: at the
+    end of its grace, or by a forced stop. Its work in hand was cut off. A player that never
+    subscribed is cancelled at once by design, and is never cut off.
 
     Example::
 
-        Stopped(path="app/web", time=12.0)
+        Stopped(path="app/web", time=12.0, cut_off=False)
+    """
+
+    cut_off: bool = False
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Finished(Event):
+    """The player returned by itself, with no stop asked of it (its work was done).
+
+    Example::
+
+        Finished(path="app/migrate", time=3.0)
     """
 
 

@@ -20,6 +20,7 @@ import trio
 
 from ._checks import parse_address
 from ._conductor import Conductor
+from ._logging import library_logger
 from ._report import metrics_text, page_html, readiness, status_json
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HealthEndpoint"]
 
-logger = logging.getLogger("trio_orchestra")
+logger = library_logger()
 
 #: Seconds a connection may stay idle (or take to send a request) before it is closed.
 IDLE_TIMEOUT = 10.0

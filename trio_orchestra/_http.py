@@ -9,6 +9,7 @@ endpoint imports this module only once it has checked that h11 is installed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 
 import h11
 import trio
@@ -40,7 +41,8 @@ async def serve_connection(
                 return
             status, headers, body = answer(request.method, request.target)
             headers = [*headers, ("content-length", str(len(body)))]
-            await _send(connection, stream, h11.Response(status_code=status, headers=headers))
+            response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
+            await _send(connection, stream, response)
             if request.method != b"HEAD":
                 await _send(connection, stream, h11.Data(data=body))
             await _send(connection, stream, h11.EndOfMessage())
@@ -53,8 +55,17 @@ async def serve_connection(
             response = h11.Response(
                 status_code=exc.error_status_hint,
                 headers=[("content-length", "0"), ("connection", "close")],
+                reason=_reason(exc.error_status_hint),
             )
             await _send(connection, stream, response)
+
+
+def _reason(status: int) -> bytes:
+    """The reason phrase of *status* (``OK``, ``Service Unavailable``)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 async def _next_request(

@@ -27,8 +27,8 @@ __all__ = [
 ]
 
 _S = PlayerState
-#: States in which a player is not ready (the contract's /readyz rule): done players are.
-_NOT_READY = frozenset({_S.STARTING, _S.STOPPING, _S.BACKOFF})
+#: The health endpoint's machine-readable routes, linked from its page.
+_ROUTES = ("/status", "/metrics", "/readyz", "/livez")
 #: States in which a player has an uptime: it is started and its task still runs.
 _UP = frozenset({_S.RUNNING, _S.STOPPING})
 _COLORS = {
@@ -57,15 +57,13 @@ def uptime(node: PlayerStatus, now: float) -> float | None:
 
 
 def readiness(tree: PlayerStatus) -> list[str]:
-    """Why the tree is not ready, or nothing when it is.
+    """Why the tree is not ready, or nothing when it is (see :attr:`PlayerStatus.ready`).
 
-    Ready: the root is started, and no player is starting, stopping or in backoff.
+    Ready: the root is started, and every player it counts is running or done (a conductor
+    with ``min_ready`` counts that many of its players). The reasons name the players
+    themselves, not the conductors above them: the one still starting, the one in backoff.
     """
-    if tree.state is not _S.RUNNING:
-        return [f"{tree.path} is {tree.state.value}"]
-    return [
-        f"{node.path} is {node.state.value}" for node in _below(tree) if node.state in _NOT_READY
-    ]
+    return list(tree.not_ready)
 
 
 def _below(tree: PlayerStatus) -> Iterator[PlayerStatus]:
@@ -80,14 +78,17 @@ def _node_json(node: PlayerStatus, now: float) -> dict[str, object]:
         "name": node.path.rpartition("/")[2],
         "state": node.state.value,
         "restarts": node.restarts,
+        "ready": node.ready,
+        "not_ready": list(node.not_ready),
         "last_error": describe_error(node.last_error),
         "uptime": uptime(node, now),
+        "cut_off": node.cut_off,
         "children": [_node_json(child, now) for child in node.children.values()],
     }
 
 
 def status_json(tree: PlayerStatus, now: float) -> str:
-    """The tree as JSON: each node with its path, state, restarts, last error, uptime."""
+    """The tree as JSON: each node with its path, state, readiness, restarts, last error, ..."""
     return json.dumps(_node_json(tree, now), indent=2) + "\n"
 
 
@@ -128,8 +129,14 @@ def _node_html(node: PlayerStatus, now: float) -> str:
     facts = [f"restarts {node.restarts}"]
     if up is not None:
         facts.append(f"up {up:.0f} s")
+    if node.cut_off:
+        facts.append("cut off at its stop")
     error = describe_error(node.last_error)
-    error_html = f'<div class="error">{html.escape(error)}</div>' if error else ""
+    error_html = (
+        f'<div class="error"><span class="label">last error</span> {html.escape(error)}</div>'
+        if error
+        else ""
+    )
     children = "".join(_node_html(child, now) for child in node.children.values())
     below = f"<ul>{children}</ul>" if children else ""
     return (
@@ -139,6 +146,9 @@ def _node_html(node: PlayerStatus, now: float) -> str:
     )
 
 
+_LINKS = "".join(f'<a href="{route}">{route}</a>' for route in _ROUTES)
+
+
 def page_html(tree: PlayerStatus, now: float, *, refresh: float = 2.0) -> str:
     """A small HTML page of the tree that reloads itself every *refresh* seconds."""
     colors = "".join(
@@ -146,7 +156,7 @@ def page_html(tree: PlayerStatus, now: float, *, refresh: float = 2.0) -> str:
     )
     waiting = readiness(tree)
     summary = "ready" if not waiting else "not ready: " + "; ".join(waiting)
-    title = html.escape(f"{tree.path}: {tree.state.value}")
+    title = html.escape(f"{tree.path}: {'ready' if not waiting else 'not ready'}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{refresh:g}">
@@ -159,11 +169,14 @@ ul{{list-style:none;padding-left:1.4em;border-left:1px solid #ddd}}
 .state{{color:#fff;border-radius:4px;padding:0 .5em;font-size:13px}}
 .facts{{color:#757575;font-size:13px}}
 .error{{color:#b71c1c;font-family:monospace;font-size:13px}}
+.error .label{{font-family:system-ui,sans-serif;font-weight:600}}
+nav a{{margin-right:1em;color:#1565c0}}
 {colors}
 </style></head>
 <body><h1>{html.escape(tree.path)}</h1>
 <p id="summary">{html.escape(summary)}</p>
 <div id="tree"><ul>{_node_html(tree, now)}</ul></div>
+<nav>{_LINKS}</nav>
 </body></html>
 """
 
@@ -180,23 +193,29 @@ def one_line(tree: PlayerStatus) -> str:
 
 def event_line(event: events.Event) -> str:
     """One short human line for *event*, as systemd's ``STATUS=`` shows it."""
-    path = event.path
     if isinstance(event, events.Failed):
-        return f"{path} failed: {describe_error(event.error)}"
-    if isinstance(event, events.Restarting):
-        return f"{path} restarting in {event.delay:.3g} s (restart {event.restarts})"
-    if isinstance(event, events.Stopping):
-        return f"{path} stopping: {event.reason or 'stop requested'}"
-    if isinstance(event, events.RestartLimitExceeded):
-        return f"{path} gave up: more than {event.max_restarts} restarts in {event.period:g} s"
-    if isinstance(event, events.Straggling):
-        return f"{path} is stuck after its hard cancel"
-    words: dict[type[events.Event], str] = {
-        events.Started: "starting",
-        events.Ready: "running",
-        events.Stopped: "stopped",
-    }
-    return f"{path} {words.get(type(event), type(event).__name__.lower())}"
+        what = f"failed: {describe_error(event.error)}"
+    elif isinstance(event, events.Restarting):
+        what = f"restarting in {event.delay:.3g} s (restart {event.restarts})"
+    elif isinstance(event, events.Stopping):
+        what = f"stopping: {event.reason or 'stop requested'}"
+    elif isinstance(event, events.RestartLimitExceeded):
+        what = f"gave up: more than {event.max_restarts} restarts in {event.period:g} s"
+    elif isinstance(event, events.Straggling):
+        what = "is stuck after its hard cancel"
+    elif isinstance(event, events.Stopped) and event.cut_off:
+        what = "stopped, cut off by its hard cancel"
+    else:
+        what = _EVENT_WORDS.get(type(event), type(event).__name__.lower())
+    return f"{event.path} {what}"
+
+
+_EVENT_WORDS: dict[type[events.Event], str] = {
+    events.Started: "starting",
+    events.Ready: "running",
+    events.Stopped: "stopped",
+    events.Finished: "finished",
+}
 
 
 def tree_text(tree: PlayerStatus, now: float) -> str:
@@ -220,6 +239,8 @@ def tree_text(tree: PlayerStatus, now: float) -> str:
         up = uptime(node, now)
         if up is not None:
             facts.append(f"up {up:.0f} s")
+        if node.cut_off:
+            facts.append("cut off")
         error = describe_error(node.last_error)
         if error is not None:
             facts.append(f"last error: {error}")

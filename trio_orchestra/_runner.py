@@ -7,7 +7,10 @@ where. Go's orchestra swallows the second Ctrl-C; we do not.
 
 The handlers are plain :func:`signal.signal` handlers, not :func:`trio.open_signal_receiver`:
 the first two signals are passed into Trio with ``run_sync_soon`` (as Trio itself does), while
-the third acts in the handler itself, so it works even when the event loop is blocked.
+the third acts in the handler itself, so it works even when the event loop is blocked. For the
+same reason ``force_exit_after`` is kept by a thread, not a Trio timer: a player blocking the
+loop in sync code (``time.sleep`` in its cleanup) must not escape the last bound. Both name
+the players still running by their live frames when one of them is what blocks the loop.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import FrameType
@@ -73,7 +77,7 @@ class _SignalCatcher:
         self,
         conductor: Conductor,
         signals: Sequence[int],
-        on_last: Callable[[str], object] | None,
+        on_last: Callable[[str, FrameType | None], object] | None,
     ) -> None:
         self._conductor = conductor
         self._signals = signals
@@ -93,12 +97,12 @@ class _SignalCatcher:
                 signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        del frame
         self._count += 1
         name = _signal_name(signum)
         if self._count >= 3 and self._on_last is not None:  # noqa: PLR2004 - the third signal
-            self._on_last(f"a third signal ({name})")
+            self._on_last(f"a third signal ({name})", frame)  # frame: where the loop is now
             return
+        del frame
         # Ignore the error if the run has just finished; the handlers go right after.
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._deliver, name, self._count)
@@ -108,6 +112,39 @@ class _SignalCatcher:
             self._conductor.stop(f"received {name}")
         else:
             self._conductor.stop(f"received {name} again: forced stop", force=True)
+
+
+class _ForceExit:
+    """``force_exit_after``: a thread that calls *exit_now* that long after the stop began.
+
+    A thread, so that it holds when the event loop is blocked; its time is the system's
+    monotonic clock for the same reason (Trio's clock does not run while the loop is blocked).
+    """
+
+    def __init__(self, seconds: float, exit_now: Callable[[str, FrameType | None], object]) -> None:
+        self._seconds = seconds
+        self._exit_now = exit_now
+        self._done = threading.Event()
+        self._loop_thread = threading.get_ident()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Begin counting (the stop began); later calls do nothing."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._wait, name="trio_orchestra force_exit_after", daemon=True
+            )
+            self._thread.start()
+
+    def cancel(self) -> None:
+        """The tree has returned: nothing to force."""
+        self._done.set()
+
+    def _wait(self) -> None:
+        if self._done.wait(self._seconds):
+            return
+        running = sys._current_frames().get(self._loop_thread)
+        self._exit_now(f"force_exit_after ({self._seconds:g} s)", running)
 
 
 class _ReadyNotice:
@@ -128,7 +165,7 @@ async def _play(  # noqa: C901 - one place sets up and tears down every operatio
     conductor: Conductor,
     signals: Sequence[int],
     *,
-    on_last: Callable[[str], object] | None = None,
+    on_last: Callable[[str, FrameType | None], object] | None = None,
     force_exit_after: float | None = None,
     health: HealthEndpoint | None = None,
 ) -> None:
@@ -141,20 +178,17 @@ async def _play(  # noqa: C901 - one place sets up and tears down every operatio
         if force_exit_after is None and health is None and notifier is None:
             await conductor()
             return
-        stopping = trio.Event()
+        force = (
+            None
+            if force_exit_after is None or on_last is None
+            else _ForceExit(force_exit_after, on_last)
+        )
 
         def on_stop(reason: str | None) -> None:
-            stopping.set()
+            if force is not None:
+                force.start()
             if notifier is not None:
                 notifier.send("STOPPING=1", "STATUS=stopping: " + (reason or "stop requested"))
-
-        timer = trio.CancelScope()  # cancelled the moment the tree has returned
-
-        async def force_exit_later(seconds: float, exit_now: Callable[[str], object]) -> None:
-            with timer:
-                await stopping.wait()
-                await trio.sleep(seconds)
-                exit_now(f"force_exit_after ({seconds:g} s)")
 
         outcome: list[BaseException] = []
         conductor._stop_hooks.append(on_stop)
@@ -165,8 +199,6 @@ async def _play(  # noqa: C901 - one place sets up and tears down every operatio
                 try:
                     if health is not None:  # listening before the first player starts
                         await nursery.start(health.serve)
-                    if force_exit_after is not None and on_last is not None:
-                        nursery.start_soon(force_exit_later, force_exit_after, on_last)
                     if notifier is None:
                         await conductor()
                     else:
@@ -174,7 +206,8 @@ async def _play(  # noqa: C901 - one place sets up and tears down every operatio
                         await conductor(task_status=_ReadyNotice(conductor, notifier))
                 except BaseException as exc:  # noqa: BLE001 - raised below, outside the group
                     outcome.append(exc)
-                timer.cancel()
+                if force is not None:
+                    force.cancel()
                 if notifier is not None:  # tell what is still queued (STOPPING=1), briefly
                     with trio.move_on_after(_NOTIFY_CLOSE_SECONDS, shield=True):
                         await notifier.close()
@@ -224,9 +257,17 @@ async def play_until_signal(
     await _play(conductor, signals or _DEFAULT_SIGNALS, health=endpoint)
 
 
-def _report_stuck(conductor: Conductor, why: str, stream: TextIO) -> None:
-    running = conductor._running_players()
+def _report_stuck(
+    conductor: Conductor, why: str, stream: TextIO, frame: FrameType | None = None
+) -> None:
+    """Print every player still running and where; *frame*: the Trio thread's innermost now."""
     print(f"trio_orchestra: exiting after {why}; players still running:", file=stream)
+    try:
+        running = conductor._running_players(frame)
+    except Exception as exc:  # noqa: BLE001 - read from another thread: the tree moved
+        print(f"  (could not read the tree: {exc!r})", file=stream)
+        stream.flush()
+        return
     for path, stuck in running:
         print(f"  {path}", file=stream)
         for line in stuck:
@@ -272,8 +313,8 @@ def run(
     conductor = as_conductor(player)
     endpoint = None if health is None else HealthEndpoint(conductor, health)
 
-    def exit_now(why: str) -> None:
-        _report_stuck(conductor, why, sys.stderr)
+    def exit_now(why: str, frame: FrameType | None) -> None:
+        _report_stuck(conductor, why, sys.stderr, frame)
         os._exit(EXIT_STUCK)
 
     async def main() -> int:

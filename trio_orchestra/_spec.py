@@ -13,7 +13,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, final
+from typing import Any, Literal, final
 
 import attrs
 
@@ -106,7 +106,9 @@ class PlayerSpec:
         *args: positional arguments bound to *fn*.
         grace: seconds of soft phase when it is stopped (``None``: its conductor's ``grace``;
             for a nested conductor, its own stop budget).
-        restart: when to start it again after it ends (:class:`Restart`; default ``NEVER``).
+        restart: when to start it again after it ends: a :class:`Restart`, or its value as a
+            string (``"never"``, ``"on_failure"``, ``"always"``), as ``strategy`` is one;
+            default ``NEVER``.
         significant: when it returns normally, its conductor stops the others and returns
             (a batch "main" player; OTP's ``significant`` child). Not with ``Restart.ALWAYS``.
         start_timeout: seconds it may take to call ``task_status.started()``, after which it
@@ -114,12 +116,17 @@ class PlayerSpec:
             ``task_status``: a plain player cannot fail to start.
         backoff: the delays between its restarts (:class:`Backoff`; ``None`` restarts at
             once). Only used when ``restart`` restarts it.
+        ready_required: whether its conductor counts it for readiness (default ``True``).
+            ``False``: while it starts, restarts or stops, the tree stays ready (``/readyz``
+            answers 200), for a player that serves no traffic, such as a periodic job or one
+            worker of many. See also the conductor's ``min_ready``.
 
     Example::
 
         orchestra.PlayerSpec(worker, queue, grace=30)
         orchestra.PlayerSpec(migrate, significant=True)
         orchestra.PlayerSpec(consume, restart=orchestra.Restart.ON_FAILURE)
+        orchestra.PlayerSpec(report, restart="always", ready_required=False)
     """
 
     fn: Callable[..., Awaitable[object]]
@@ -129,6 +136,7 @@ class PlayerSpec:
     significant: bool
     start_timeout: float | None
     backoff: Backoff | None
+    ready_required: bool
     takes_task_status: bool = attrs.field(repr=False)
 
     def __init__(  # noqa: PLR0913 - the options are keyword-only and each is documented
@@ -136,16 +144,18 @@ class PlayerSpec:
         fn: Callable[..., Awaitable[object]],
         *args: Any,  # noqa: ANN401 - bound to fn, typed by the caller's fn
         grace: float | None = None,
-        restart: Restart = Restart.NEVER,
+        restart: Restart | Literal["never", "on_failure", "always"] = Restart.NEVER,
         significant: bool = False,
         start_timeout: float | None = None,
         backoff: Backoff | None = DEFAULT_BACKOFF,
+        ready_required: bool = True,
     ) -> None:
         where = f"PlayerSpec({describe(fn)})"
         _check_callable(fn, where)
         check_time(grace, "grace", where, allow_none=True)
         check_time(start_timeout, "start_timeout", where, allow_none=True)
-        check_type(restart, Restart, f"{where}: restart", "a Restart")
+        restart = _as_restart(restart, where)
+        check_type(ready_required, bool, f"{where}: ready_required", "a bool")
         check_type(significant, bool, f"{where}: significant", "a bool")
         if backoff is not None:
             check_type(backoff, Backoff, f"{where}: backoff", "a Backoff or None")
@@ -163,8 +173,28 @@ class PlayerSpec:
             )
             raise ValueError(msg)
         self.__attrs_init__(  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
-            fn, args, grace, restart, significant, start_timeout, backoff, takes
+            fn, args, grace, restart, significant, start_timeout, backoff, ready_required, takes
         )
+
+
+_RESTARTS = {policy.value: policy for policy in Restart}
+
+
+def _as_restart(value: object, where: str) -> Restart:
+    """A :class:`Restart` from itself or its value (``"on_failure"``), else a clear error."""
+    if isinstance(value, Restart):
+        return value
+    if isinstance(value, str):
+        try:
+            return _RESTARTS[value]
+        except KeyError:
+            msg = (
+                f"{where}: restart must be 'never', 'on_failure' or 'always'"
+                f" (or a Restart), not {value!r}"
+            )
+            raise ValueError(msg) from None
+    msg = f"{where}: restart must be a Restart or one of its names, not {type(value).__name__}"
+    raise TypeError(msg)
 
 
 _default_specs: weakref.WeakKeyDictionary[object, PlayerSpec] = weakref.WeakKeyDictionary()

@@ -32,6 +32,13 @@ class PlayerStatus:
         restarts: how many times it was restarted in its conductor's current (or last) run.
         last_error: the last exception it raised (also a handled one), or ``None``.
         started_at: the :func:`trio.current_time` it last became started, or ``None``.
+        started_value: what its current (or last) run passed to ``task_status.started()``:
+            the port :func:`serve_asgi` bound, the listeners of :func:`serve_tcp`, the
+            process of :func:`run_process`; ``None`` before it is started.
+        cut_off: its last run had subscribed to the soft phase and was hard-cancelled before
+            it returned (its work in hand was cut off).
+        not_ready: why it is not ready, one reason per player that keeps it from being ready
+            (``"app/web is starting"``); empty when it is ready. See :attr:`ready`.
         children: a read-only mapping from name to node, in start order (empty for a leaf;
             a nested conductor's players).
 
@@ -46,7 +53,20 @@ class PlayerStatus:
     restarts: int = 0
     last_error: BaseException | None = None
     started_at: float | None = None
+    started_value: object = attrs.field(default=None, repr=False)
+    cut_off: bool = False
+    not_ready: tuple[str, ...] = ()
     children: Mapping[str, PlayerStatus] = attrs.field(factory=_no_children, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        """Whether it is ready, as ``/readyz`` tells (for the root).
+
+        A player is ready while it is running or done; a conductor, while it is running and
+        every player it counts is ready (or at least its ``min_ready`` of them). Players with
+        ``ready_required=False`` are not counted.
+        """
+        return not self.not_ready
 
     def walk(self) -> Iterator[PlayerStatus]:
         """Yield this node, then every node below it, depth first, in start order."""

@@ -144,6 +144,13 @@ class RestartWindow:
         times.append(now)
         return True
 
+    def would_allow(self, now: float) -> bool:
+        """Tell whether a restart at *now* would be allowed, without counting one."""
+        times = self._times
+        return self.max_restarts > 0 and (
+            len(times) < self.max_restarts or times[0] <= now - self._period
+        )
+
     def recent(self, now: float) -> int:
         """How many restarts fall in the window ending at *now*."""
         return sum(1 for when in self._times if when > now - self._period)

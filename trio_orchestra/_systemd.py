@@ -10,7 +10,6 @@ The watchdog runs on Trio's clock, so a blocked event loop stops it, which is th
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -18,9 +17,11 @@ from typing import final
 
 import trio
 
+from ._logging import library_logger
+
 __all__ = ["SystemdNotifier"]
 
-logger = logging.getLogger("trio_orchestra")
+logger = library_logger()
 
 
 @final

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ._events import Event as Event
 from ._events import Failed as Failed
+from ._events import Finished as Finished
 from ._events import Ready as Ready
 from ._events import Restarting as Restarting
 from ._events import RestartLimitExceeded as RestartLimitExceeded
@@ -28,6 +29,7 @@ from ._events import Straggling as Straggling
 __all__ = [
     "Event",
     "Failed",
+    "Finished",
     "Ready",
     "RestartLimitExceeded",
     "Restarting",
