@@ -1,5 +1,6 @@
 """``serve_asgi``: hypercorn as a player, ready once bound, draining on a soft stop.
 
+The grace is shared: the requests in flight get its first part, the lifespan shutdown the rest.
 The hard phase cancels what is left, and bad input fails the start naming the player. Real
 sockets on loopback, a raw ASGI app, real HTTP requests with httpx.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import re
 import socket
 import sys
@@ -22,8 +24,8 @@ from hypercorn.config import Config
 from hypercorn.utils import LifespanFailureError
 
 import trio_orchestra as orchestra
-from trio_orchestra._asgi import serve_asgi
-from trio_orchestra.testing import assert_failures, background
+from trio_orchestra._asgi import requests_time, serve_asgi
+from trio_orchestra.testing import BackgroundRun, assert_failures, background
 
 from .conftest import Journal
 
@@ -36,17 +38,33 @@ URL = r"http://127\.0\.0\.1:[1-9][0-9]*"
 
 
 class App:
-    """A raw ASGI 3 app: ``/`` answers at once, ``/slow`` after *slow* seconds."""
+    """A raw ASGI 3 app: ``/`` answers at once, ``/slow`` after *slow* seconds.
 
-    def __init__(self, journal: Journal, slow: float = 1.0) -> None:
+    Its lifespan shutdown takes *shutdown_takes* seconds; with ``lifespan=False`` it does not
+    speak the lifespan protocol (it raises, as a bare HTTP-only app does).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        slow: float = 1.0,
+        *,
+        shutdown_takes: float = 0.0,
+        lifespan: bool = True,
+    ) -> None:
         """Journal what happens in *journal*."""
         self.journal = journal
         self.slow = slow
+        self.shutdown_takes = shutdown_takes
+        self.lifespan = lifespan
         self.slow_entered = trio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the lifespan protocol and HTTP requests."""
         if scope["type"] == "lifespan":
+            if not self.lifespan:
+                msg = "this app serves HTTP only"
+                raise TypeError(msg)
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
@@ -54,6 +72,9 @@ class App:
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     self.journal("shutdown")
+                    if self.shutdown_takes:
+                        await trio.sleep(self.shutdown_takes)
+                        self.journal("shutdown done")
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         path = scope["path"]
@@ -195,32 +216,176 @@ async def test_a_soft_stop_lets_a_request_in_flight_finish_and_refuses_new_ones(
     assert journal.time_of("conductor returned") == stopped + 4  # nor waiting for the grace
 
 
-async def test_a_request_longer_than_the_grace_is_cancelled_at_the_deadline(
+async def slow_request_then_stop(
+    run: BackgroundRun,
+    app: App,
+    served: Served,
+    client: httpx.AsyncClient,
+) -> list[httpx.Response]:
+    """Send ``/slow``, stop the conductor once the app has it, wait for the conductor.
+
+    The journal gets ``stop``, ``response`` (the client has its answer) or ``request cut``
+    (the server closed the connection without one), and ``conductor returned``.
+    """
+    journal = app.journal
+    responses: list[httpx.Response] = []
+
+    async def slow_request() -> None:
+        try:
+            responses.append(await client.get(f"{served.url}/slow"))
+        except httpx.RemoteProtocolError:  # "Server disconnected without sending a response"
+            journal("request cut")
+        else:
+            journal("response")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_request)
+        await app.slow_entered.wait()
+        journal("stop")
+        run.conductor.stop("deploy")
+        assert await run.wait_stopped() is None  # a stop, not a failure
+        journal("conductor returned")
+    return responses
+
+
+@pytest.mark.parametrize(
+    ("grace", "lifespan_share", "cut"),
+    [
+        (10.0, None, 7.5),  # a quarter of the grace is kept
+        (1.0, None, 0.75),
+        (40.0, None, 35.0),  # at most 5 s
+        (10.0, 2.0, 8.0),
+        (10.0, 20.0, 0.0),  # more than the grace: all of it, the request is cut at once
+    ],
+)
+async def test_a_request_that_outlasts_its_part_is_cut_and_the_lifespan_shutdown_runs(
+    autojump_clock: trio.testing.MockClock,
+    journal: Journal,
+    grace: float,
+    lifespan_share: float | None,
+    cut: float,
+) -> None:
+    """The slow request is cut ``share`` before the deadline; the lifespan shutdown runs then."""
+    app = App(journal, slow=100.0)
+    served = Served(serve_asgi(app, bind="127.0.0.1:0", lifespan_share=lifespan_share))
+    async with background(web(served, grace)) as run, httpx.AsyncClient(timeout=300) as client:
+        assert await slow_request_then_stop(run, app, served, client) == []
+    stopped = journal.time_of("stop")
+    assert journal.time_of("request cut") == stopped + cut
+    assert journal.time_of("shutdown") == stopped + cut
+    assert journal.time_of("conductor returned") == stopped + cut
+    assert "slow request ends" not in journal.events
+
+
+async def test_the_lifespan_shutdown_has_the_rest_of_the_grace_then_the_hard_phase(
     autojump_clock: trio.testing.MockClock, journal: Journal
 ) -> None:
-    """The hard phase cuts the slow request; the conductor returns exactly at the deadline."""
-    app = App(journal, slow=10.0)
+    """A lifespan shutdown of 1 s ends before the deadline; one that overruns is cut there."""
+    app = App(journal, slow=100.0, shutdown_takes=1.0)
     served = Served(serve_asgi(app, bind="127.0.0.1:0"))
-    failed: list[BaseException] = []
-    async with background(web(served, grace=0.5)) as run, httpx.AsyncClient(timeout=30) as client:
+    async with background(web(served, grace=10)) as run, httpx.AsyncClient(timeout=300) as client:
+        await slow_request_then_stop(run, app, served, client)
+    stopped = journal.time_of("stop")
+    assert journal.time_of("shutdown") == stopped + 7.5
+    assert journal.time_of("shutdown done") == stopped + 8.5  # inside the 2.5 s kept
+    assert journal.time_of("conductor returned") == stopped + 8.5
 
-        async def slow_request() -> None:
-            try:
-                await client.get(f"{served.url}/slow")
-            except httpx.TransportError as exc:
-                failed.append(exc)
+    journal = Journal()
+    app = App(journal, slow=100.0, shutdown_takes=3.0)  # more than the 2.5 s kept
+    served = Served(serve_asgi(app, bind="127.0.0.1:0"))
+    async with background(web(served, grace=10)) as run, httpx.AsyncClient(timeout=300) as client:
+        await slow_request_then_stop(run, app, served, client)
+    stopped = journal.time_of("stop")
+    assert journal.time_of("shutdown") == stopped + 7.5
+    assert "shutdown done" not in journal.events  # the hard phase cut it
+    assert journal.time_of("conductor returned") == stopped + 10
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(slow_request)
-            await app.slow_entered.wait()
-            journal("stop")
-            run.conductor.stop("deploy")
-            assert await run.wait_stopped() is None  # a stop, not a failure
-            journal("conductor returned")
-    assert journal.time_of("conductor returned") == journal.time_of("stop") + 0.5
-    assert "slow request ends" not in journal.events
-    [error] = failed
-    assert isinstance(error, httpx.RemoteProtocolError)  # the server closed the connection
+
+@pytest.mark.parametrize("slow", [0.5, 7.0])
+async def test_a_request_that_ends_inside_its_part_is_answered_then_the_shutdown_runs(
+    autojump_clock: trio.testing.MockClock, journal: Journal, slow: float
+) -> None:
+    """Ending before the cut (7.5 s of a 10 s grace), it gets its 200; nothing waits for the cut."""
+    app = App(journal, slow=slow)
+    served = Served(serve_asgi(app, bind="127.0.0.1:0"))
+    async with background(web(served, grace=10)) as run, httpx.AsyncClient(timeout=300) as client:
+        [response] = await slow_request_then_stop(run, app, served, client)
+    assert (response.status_code, response.text) == (200, "done /slow")
+    stopped = journal.time_of("stop")
+    assert journal.time_of("slow request ends") == stopped + slow
+    assert journal.time_of("shutdown") == stopped + slow
+    assert journal.time_of("conductor returned") == stopped + slow
+
+
+async def test_with_no_share_a_request_may_use_the_whole_grace_and_skip_the_shutdown(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """``lifespan_share=0``: the request is cut by the hard phase, and no shutdown runs."""
+    app = App(journal, slow=100.0)
+    served = Served(serve_asgi(app, bind="127.0.0.1:0", lifespan_share=0))
+    async with background(web(served, grace=10)) as run, httpx.AsyncClient(timeout=300) as client:
+        await slow_request_then_stop(run, app, served, client)
+    stopped = journal.time_of("stop")
+    assert journal.time_of("request cut") == stopped + 10
+    assert journal.time_of("conductor returned") == stopped + 10
+    assert "shutdown" not in journal.events
+
+
+@pytest.mark.parametrize(("slow", "answered"), [(9.0, True), (100.0, False)])
+async def test_an_app_without_lifespan_has_nothing_kept_for_it(
+    autojump_clock: trio.testing.MockClock, journal: Journal, slow: float, answered: bool
+) -> None:
+    """An HTTP-only app's requests may use the whole grace: answered at 9 s, cut at 10 s."""
+    app = App(journal, slow=slow, lifespan=False)
+    served = Served(serve_asgi(app, bind="127.0.0.1:0"))
+    async with background(web(served, grace=10)) as run, httpx.AsyncClient(timeout=300) as client:
+        await slow_request_then_stop(run, app, served, client)
+    stopped = journal.time_of("stop")
+    ended = journal.time_of("response" if answered else "request cut")
+    assert ended == stopped + min(slow, 10)
+    assert journal.time_of("conductor returned") == stopped + min(slow, 10)
+    assert "startup" not in journal.events
+
+
+async def test_for_real_a_request_is_cut_and_the_shutdown_runs_before_the_deadline(
+    journal: Journal,
+) -> None:
+    """On the real clock, a 1 s grace: cut after 0.75 s, the lifespan shutdown before 1 s."""
+    app = App(journal, slow=30.0)
+    served = Served(serve_asgi(app, bind="127.0.0.1:0"))
+    with trio.fail_after(10):
+        async with background(web(served, grace=1)) as run, httpx.AsyncClient() as client:
+            await slow_request_then_stop(run, app, served, client)
+    stopped = journal.time_of("stop")
+    assert stopped + 0.75 <= journal.time_of("shutdown") < stopped + 1
+    assert stopped + 0.75 <= journal.time_of("request cut") < stopped + 1
+    assert journal.time_of("conductor returned") < stopped + 1  # not the hard phase
+
+
+@pytest.mark.parametrize(
+    ("left", "lifespan_share", "requests"),
+    [
+        (10.0, None, 7.5),
+        (20.0, None, 15.0),
+        (20.001, None, 15.001),  # from here on, 5 s are kept
+        (3600.0, None, 3595.0),
+        (0.0, None, 0.0),
+        (-1.0, None, 0.0),  # a deadline already past: nothing for anyone
+        (10.0, 0.0, 10.0),
+        (10.0, 2.0, 8.0),
+        (10.0, 10.0, 0.0),
+        (10.0, 11.0, 0.0),
+        (10.0, math.inf, 0.0),
+        (math.inf, None, math.inf),  # no deadline: the requests have all the time
+        (math.inf, 2.0, math.inf),
+        (math.inf, math.inf, math.inf),
+    ],
+)
+def test_the_rule_keeps_min_share_or_a_quarter_capped_at_5_s(
+    left: float, lifespan_share: float | None, requests: float
+) -> None:
+    """Requests get ``left - min(share, left)``; the share is by default ``min(left / 4, 5)``."""
+    assert requests_time(left, lifespan_share) == pytest.approx(requests, abs=1e-9)
 
 
 async def test_a_config_is_copied_and_bind_says_where_to_listen(journal: Journal) -> None:
@@ -342,6 +507,20 @@ def test_bad_argument_types_are_refused_at_once() -> None:
         serve_asgi("main:app")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^serve_asgi: bind must be a str, not int$"):
         serve_asgi(App(Journal()), bind=8000)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"^serve_asgi: lifespan_share must be a number of seconds, not str$"
+    ):
+        serve_asgi(App(Journal()), lifespan_share="5")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("share", [-1.0, math.nan])
+def test_a_negative_or_nan_lifespan_share_is_refused_at_once(share: float) -> None:
+    """``lifespan_share`` is seconds, zero or more: a ValueError when the player is made."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^serve_asgi: lifespan_share must be zero or more seconds, not {share!r}$",
+    ):
+        serve_asgi(App(Journal()), lifespan_share=share)
 
 
 def test_the_player_is_named_serve_asgi() -> None:

@@ -2,10 +2,14 @@
 
 Why this module: a web application is the player whose stop most needs to be graceful. Ready
 means bound, so the players after it start only once requests are accepted; the soft phase is
-hypercorn's own graceful shutdown (stop accepting, let the requests in flight finish), bounded
-by the player's grace instead of hypercorn's ``graceful_timeout``; the hard phase cancels what
-is left. The sockets are bound here, not by hypercorn, so that a bad or busy address fails the
-start with one plain error naming the player, and no socket is left open behind it.
+hypercorn's own graceful shutdown (stop accepting, let the requests in flight finish, then run
+the app's lifespan shutdown), bounded by the player's grace; the hard phase cancels what is
+left. The grace is shared, so that the lifespan shutdown (where apps close their pools) gets its
+turn even when a request outlasts the grace: at the stop, hypercorn's ``graceful_timeout`` on
+our copy of the config is set to the requests' part, after which hypercorn cancels them and
+runs the lifespan shutdown in the part kept for it. The sockets are bound here, not by
+hypercorn, so that a bad or busy address fails the start with one plain error naming the
+player, and no socket is left open behind it.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import math
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast, final
 
 import trio
 
-from ._checks import check_type, parse_address
+from ._checks import check_time, check_type, parse_address
 from ._errors import lone_error
 from ._spec import describe
 from ._stop import current_path, stop_or_never
@@ -35,8 +39,61 @@ __all__ = ["serve_asgi"]
 
 _DEFAULT_BIND = "127.0.0.1:8000"
 
+#: The default share of the lifespan shutdown is a quarter of the grace, and at most this.
+_SHARE_CAP = 5.0
+
 #: An ASGI 3 application: ``await app(scope, receive, send)``.
 ASGIApp = Callable[..., Awaitable[object]]
+
+
+def requests_time(left: float, lifespan_share: float | None) -> float:
+    """The rule: of the *left* seconds before the hard cancel, those the requests get.
+
+    The last ``min(lifespan_share, left)`` seconds are kept for the lifespan shutdown;
+    ``lifespan_share=None`` keeps ``min(left / 4, 5)``. With no deadline (``left`` infinite)
+    the requests have all the time they want.
+    """
+    if left == math.inf:
+        return math.inf
+    left = max(left, 0.0)
+    kept = min(left / 4, _SHARE_CAP) if lifespan_share is None else min(lifespan_share, left)
+    return left - kept
+
+
+@final
+class _Watched:
+    """The app as hypercorn calls it, noting whether a lifespan shutdown is still to come.
+
+    It is, once the app completed a lifespan startup and until its lifespan call returns; an
+    app that does not speak the lifespan protocol (hypercorn goes on without it) never is, so
+    nothing of the grace is kept for it.
+    """
+
+    __slots__ = ("app", "shutdown_to_come")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.shutdown_to_come = False
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[object]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            await send(message)
+            if message["type"] == "lifespan.startup.complete":
+                self.shutdown_to_come = True
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            self.shutdown_to_come = False
 
 
 async def _listen(text: str, host: str, port: int, player: str) -> socket.socket:
@@ -108,7 +165,11 @@ def _settings(
 
 
 def serve_asgi(
-    app: ASGIApp, *, bind: str = _DEFAULT_BIND, config: hypercorn.config.Config | None = None
+    app: ASGIApp,
+    *,
+    bind: str = _DEFAULT_BIND,
+    config: hypercorn.config.Config | None = None,
+    lifespan_share: float | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """Return a player that serves the ASGI application *app* with hypercorn.
 
@@ -122,9 +183,17 @@ def serve_asgi(
       there);
     * on a stop, stops accepting at once, so new connections are refused, closes idle
       keep-alive connections, lets the requests in flight finish, then runs the lifespan
-      shutdown, all within the player's grace; hypercorn's own ``graceful_timeout`` is not
-      used (it would cut the requests at 3 s by default), the hard phase cancels what is left
-      at the grace's deadline;
+      shutdown, all within the player's grace, which they share so that the lifespan
+      shutdown always gets its turn. Of the *left* seconds from the stop to the player's
+      hard cancel (``token.deadline``: its grace), the last ``min(lifespan_share, left)``
+      are kept for the lifespan shutdown, by default ``min(left / 4, 5)``: with a 30 s grace
+      the requests get 25 s, with the default grace of 5 s, 3.75 s. Requests still in flight when
+      their part runs out are cancelled (their connections closed, without a response) and
+      the lifespan shutdown runs at once; requests that end sooner leave it more time. An app
+      that does not speak the lifespan protocol has nothing kept for it. The hard phase, at
+      the deadline, cancels what is left, a lifespan shutdown that overran too. A stop with
+      no soft phase (a forced stop, a cancelled conductor, or a plain nursery cancelled)
+      cancels everything at once: then the lifespan shutdown does not run;
     * fails to start, with an error naming the player and before it is started (so its
       conductor's rollback applies), when hypercorn is not installed
       (:class:`ModuleNotFoundError`), *config* is not a hypercorn ``Config``
@@ -139,25 +208,44 @@ def serve_asgi(
             through your logging configuration, instead of adding a stderr handler of its
             own (its default). It is copied when the player starts, never changed. Its own
             ``bind`` is ignored (*bind* says where to listen: one place for it), and so is
-            its ``graceful_timeout``, as said above.
+            its ``graceful_timeout`` (3 s by default, it would cut the requests short): the
+            rule above sets it on the copy at the stop.
+        lifespan_share: seconds at the end of the grace kept for the lifespan shutdown;
+            ``None`` (the default) keeps a quarter of the grace, at most 5 s; ``0`` keeps
+            nothing (the requests may use the whole grace, and the lifespan shutdown runs
+            only if they end in time); more than the grace keeps all of it (the requests in
+            flight are cancelled at once).
 
     Raises:
-        TypeError: *app* is not callable, *bind* is not a str, or *config* is neither ``None``
-            nor, checked at start since hypercorn may be absent, a hypercorn ``Config``.
+        TypeError: *app* is not callable, *bind* is not a str, *lifespan_share* is not a
+            number, or *config* is neither ``None`` nor, checked at start since hypercorn
+            may be absent, a hypercorn ``Config``.
+        ValueError: *lifespan_share* is negative or NaN.
 
     Example::
 
         async def app(scope, receive, send):
-            if scope["type"] == "http":
-                await send({"type": "http.response.start", "status": 200, "headers": []})
-                await send({"type": "http.response.body", "body": b"hello"})
+            if scope["type"] == "lifespan":
+                await receive()  # lifespan.startup
+                pool = await open_pool()
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown, even if a request outlasts the grace
+                await pool.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"hello"})
 
 
+        # On a stop the requests in flight get 25 s, the lifespan shutdown the last 5 s.
         web = orchestra.serve_asgi(app, bind="0.0.0.0:8000")
         conductor = orchestra.Conductor({"web": orchestra.PlayerSpec(web, grace=30)})
+        # Or keep 10 s for it: the requests get 20 s.
+        web = orchestra.serve_asgi(app, bind="0.0.0.0:8000", lifespan_share=10)
     """
     _check_app(app)
     check_type(bind, str, "serve_asgi: bind", "a str")
+    check_time(lifespan_share, "lifespan_share", "serve_asgi", allow_none=True)
 
     async def serve_asgi(
         *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
@@ -167,14 +255,29 @@ def serve_asgi(
         config_class, serve = _import_hypercorn(player)
         settings = _settings(config_class, config, player)
         host, port = parse_address(bind, f"player {player!r}: bind")
+        watched = _Watched(app)
+
+        async def shutdown_trigger() -> None:
+            # hypercorn, once this returns: stops accepting, closes idle connections, gives
+            # the requests in flight graceful_timeout (read now), then runs the lifespan
+            # shutdown. The cut is set once, from the deadline the stop came with.
+            await stop.wait()
+            share = lifespan_share if watched.shutdown_to_come else 0.0
+            left = stop.deadline - trio.current_time()
+            settings.graceful_timeout = requests_time(left, share)
+
         sockets: list[socket.socket] = []
         lone: BaseException | None = None
         try:
             sockets.append(await _listen(bind, host, port, player))
             _use_sockets(settings, sockets)
-            settings.graceful_timeout = math.inf  # our grace bounds the drain, not hypercorn
+            settings.graceful_timeout = math.inf  # until the stop says how long (above)
             await serve(
-                app, settings, shutdown_trigger=stop.wait, task_status=task_status, mode="asgi"
+                watched,
+                settings,
+                shutdown_trigger=shutdown_trigger,
+                task_status=task_status,
+                mode="asgi",
             )
         except BaseExceptionGroup as group:
             # hypercorn nests its errors three nursery groups deep: one error is raised as
