@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -406,8 +407,9 @@ def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
 ) -> None:
     """``python -m trio_orchestra demo`` works as the README says.
 
-    Its tree starts, the health endpoint and the web app answer, the live view prints the
-    tree, and SIGINT stops it in reverse order, the sidecar process on SIGTERM, exit 0.
+    It prints its banner, its tree starts, the health endpoint and the web app answer, and
+    SIGINT stops it in reverse order, flaky first, the sidecar process on SIGTERM, the workers
+    finishing the job in hand: no failure, no player cut off, no traceback, exit 0.
     """
     child = Child(
         ["-m", "trio_orchestra", "demo", "--health", "127.0.0.1:0", "--web", "127.0.0.1:0"],
@@ -430,22 +432,91 @@ def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
     assert [node["path"] for node in tree["children"]] == [
         "demo/web",
         "demo/jobs",
-        "demo/flaky",
         "demo/sidecar",
-        "demo/view",
+        "demo/flaky",
     ]
     with urllib.request.urlopen(health, timeout=10) as answer:  # noqa: S310 - ours
         assert 'data-path="demo/jobs/worker-1"' in answer.read().decode()
     with urllib.request.urlopen(web + "/hello", timeout=10) as answer:  # noqa: S310 - ours
         assert answer.read() == b"hello from trio-orchestra: you asked for /hello\n"
-    child.wait_for("queue-feeder")  # the live view printed the tree on stdout
+    child.wait_for("python -m trio_orchestra top")  # the banner names the coming live view
     child.signal(signal.SIGINT)
-    status, _, err = child.finish()
+    status, out, err = child.finish()
     assert status == 0, [*lines, err]
+    assert len(out.splitlines()) <= 8  # the banner, and no tree printed every few seconds
+    assert "/readyz" in out
     stopped = [
         line.split("player ")[1].split()[0] for line in err.splitlines() if " stopped" in line
     ]
-    assert stopped[0] == "demo/view"
+    assert stopped[0] == "demo/flaky"
     assert stopped[-1] == "demo/web"
-    assert stopped.index("demo/jobs") > stopped.index("demo/jobs/queue-feeder")
+    assert stopped.index("demo/jobs") > stopped.index("demo/jobs/worker-1")
     assert "sidecar: got SIGTERM, cleaning up" in err
+    for sign in ("Traceback", "cut off", " failed:", "ERROR"):
+        assert sign not in err, err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("option", ["--web", "--health"])
+def test_the_demo_on_a_busy_port_says_which_option_moves_it(tmp_path: Path, option: str) -> None:
+    """A port in use is one line naming the option that moves it, exit 1, no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        other = "--health" if option == "--web" else "--web"
+        result = subprocess.run(  # noqa: S603 - our own interpreter
+            [
+                sys.executable,
+                "-m",
+                "trio_orchestra",
+                "demo",
+                option,
+                f"127.0.0.1:{port}",
+                other,
+                f"127.0.0.1:{_free_port()}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    assert result.returncode == 1, result.stderr
+    what = "web app" if option == "--web" else "health endpoint"
+    line = (
+        f"trio_orchestra demo: the {what} cannot listen on 127.0.0.1:{port}"
+        f" (Address already in use); move it with {option} HOST:PORT,"
+        f" e.g. {option} 127.0.0.1:{port + 1}"
+    )
+    assert result.stderr.splitlines() == [line]
+    assert result.stdout == ""  # no banner for a demo that does not run
+
+
+def test_the_demo_refuses_one_address_for_both_web_and_health(tmp_path: Path) -> None:
+    """``--web`` and ``--health`` on the same port is a usage error, exit 2."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_orchestra",
+            "demo",
+            "--web",
+            "127.0.0.1:8123",
+            "--health",
+            "127.0.0.1:8123",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--web and --health are both 127.0.0.1:8123; give them different ports" in result.stderr

@@ -11,11 +11,12 @@ import argparse
 import importlib
 import logging
 import math
+import socket
 import sys
 from collections.abc import Sequence
 from typing import NoReturn, cast
 
-from ._checks import parse_address
+from ._checks import MAX_PORT, parse_address
 from ._conductor import Conductor
 from ._runner import as_conductor, run
 from ._spec import AsyncFn, PlayerSpec
@@ -76,7 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         help="serve /livez /readyz /status /metrics and a status page there",
     )
     demo = commands.add_parser("demo", help="run a small supervised tree you can watch")
-    demo.add_argument("--log-level", default="INFO", type=str.upper, choices=_LEVELS)
+    demo.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=_LEVELS,
+        help="default INFO; DEBUG also logs every job the workers take",
+    )
     demo.add_argument(
         "--health",
         type=_address,
@@ -115,6 +122,53 @@ def _load(parser: argparse.ArgumentParser, target: str) -> Conductor:
         parser.error(f"{target!r} cannot be run: {exc}")
 
 
+def _cannot_listen(address: str) -> str | None:
+    """Why *address* cannot be listened on now (a port in use, say), or ``None`` if it can.
+
+    Bound as the listeners will be (every address the host resolves to, ``SO_REUSEADDR``), then
+    closed at once: a port taken in between still fails the run, with the library's message.
+    """
+    host, port = parse_address(address, "the address")
+    if port == 0:
+        return None  # any free port will do
+    try:
+        for family, kind, proto, _, where in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            with socket.socket(family, kind, proto) as sock:
+                if sys.platform != "win32":  # as trio and _asgi do
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(where)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _check_demo_ports(parser: argparse.ArgumentParser, web: str, health: str) -> None:
+    """Exit 1, one line per address, if the demo cannot listen where it was told to."""
+    if web == health and parse_address(web, "the address")[1] != 0:
+        parser.error(f"--web and --health are both {web}; give them different ports")
+    busy = False
+    for option, what, address in (
+        ("--web", "web app", web),
+        ("--health", "health endpoint", health),
+    ):
+        why = _cannot_listen(address)
+        if why is None:
+            continue
+        busy = True
+        host, _, port = address.rpartition(":")
+        other = int(port) + 1 if int(port) < MAX_PORT else int(port) - 1
+        sys.stderr.write(
+            f"trio_orchestra demo: the {what} cannot listen on {address} ({why}); "
+            f"move it with {option} HOST:PORT, e.g. {option} {host}:{other}\n"
+        )
+    if busy:
+        sys.exit(1)
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
@@ -129,8 +183,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser.parse_args(argv)
     _configure_logging(args.log_level)
     if args.command == "demo":
-        from ._demo import demo_conductor  # noqa: PLC0415 - only the demo needs it
+        from ._demo import banner, demo_conductor  # noqa: PLC0415 - only the demo needs them
 
+        _check_demo_ports(parser, args.web, args.health)
+        sys.stdout.write(banner(args.web, args.health))
+        sys.stdout.flush()
         conductor = demo_conductor(args.web)
         force_exit_after = None
     else:
