@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import trio
 
 import trio_orchestra as orchestra
+from trio_orchestra._process import _notify_socket
 from trio_orchestra.testing import assert_failures, background
 
 
@@ -314,3 +318,417 @@ async def test_the_child_does_not_speak_for_the_service_to_systemd(
         "app/none stdout: env: NOTIFY_SOCKET=- WATCHDOG_USEC=- WATCHDOG_PID=- KEPT=yes",
     ]
     assert os.environ["NOTIFY_SOCKET"] == "@service-notify"  # the runner's own is untouched
+
+
+# Readiness: ready_port, ready_line, ready_notify.
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on (as far as a test can tell)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+LISTEN_LATER = """
+    import socket, time
+    print("booting")
+    time.sleep({delay})
+    server = socket.create_server(("127.0.0.1", {port}))
+    print("listening")
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("as_tuple", [False, True])
+async def test_ready_port_is_started_once_the_port_accepts_a_connection(as_tuple: bool) -> None:
+    """Not when spawned: once the child listens, after its delay; then it serves."""
+    port = free_port()
+    ready_port = ("127.0.0.1", port) if as_tuple else port
+    player = orchestra.run_process(
+        python(LISTEN_LATER.format(delay=0.5, port=port)), ready_port=ready_port
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            began = trio.current_time()
+            process = await nursery.start(player)
+            waited = trio.current_time() - began
+            assert isinstance(process, trio.Process)
+            assert process.returncode is None
+            stream = await trio.open_tcp_stream("127.0.0.1", port)  # it serves
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+    assert 0.5 <= waited < 3
+
+
+PRINT_LATER = """
+    import sys, time
+    print("booting", file=sys.{stream})
+    time.sleep(0.3)
+    print("Listening on port 8000", file=sys.{stream})
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+@pytest.mark.parametrize("compiled", [False, True])
+async def test_ready_line_is_started_at_the_line_that_matches(
+    lines: Lines, stream: str, compiled: bool
+) -> None:
+    """On stdout or stderr; the lines before do not make it ready; the line is still logged."""
+    pattern = r"^Listening on port \d+$"
+    player = orchestra.run_process(
+        python(PRINT_LATER.format(stream=stream)),
+        ready_line=re.compile(pattern) if compiled else pattern,
+    )
+    level = logging.INFO if stream == "stdout" else logging.WARNING
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            began = trio.current_time()
+            await nursery.start(player)
+            waited = trio.current_time() - began
+            assert lines.seen() == [
+                (level, stream, f"run_process {stream}: booting"),
+                (level, stream, f"run_process {stream}: Listening on port 8000"),
+            ]
+            nursery.cancel_scope.cancel()
+    assert 0.3 <= waited < 3
+
+
+LINE_THEN_EXIT = {
+    "by itself": 'print("migrated 3 tables")',
+    # The line comes after the exit, from a grandchild that holds the pipe: it was written
+    # before the pipe's end, which is what counts.
+    "after its exit": """
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3); print('migrated')"])
+    """,
+}
+
+
+@pytest.mark.parametrize("when", LINE_THEN_EXIT)
+async def test_the_output_is_read_to_its_end_before_an_early_exit_is_judged(when: str) -> None:
+    """A ready line just before the exit still counts: started, then done, not failed."""
+    command = python(LINE_THEN_EXIT[when])
+    conductor = orchestra.Conductor(
+        {"migrate": orchestra.run_process(command, ready_line="migrated")}, name="app"
+    )
+    with trio.fail_after(20):
+        await conductor()
+    assert conductor.status().children["migrate"].state is orchestra.PlayerState.DONE
+
+
+async def test_a_ready_notification_queued_when_the_child_exits_still_counts() -> None:
+    """The notify socket is read to its end once the child has exited, before judging."""
+    async with _notify_socket("app/daemon") as notifier:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as child:
+            child.sendto(b"READY=1", notifier.address)
+        assert not notifier.event.is_set()  # nobody read it: the child exited at once
+        assert await notifier.after_exit()
+
+
+NOTIFY_LATER = """
+    import os, socket, time
+    address = os.environ["NOTIFY_SOCKET"]
+    print("socket", address, os.environ.get("WATCHDOG_USEC", "-"))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.sendto(b"STATUS=warming up", address)
+    time.sleep(0.3)
+    sock.sendto(b"STATUS=serving\\nREADY=1", address)
+    for _ in range(2000):  # more than a socket queues: it must go on being read
+        sock.sendto(b"WATCHDOG=1", address)
+    print("sent all")
+    time.sleep(60)
+"""
+
+
+async def test_ready_notify_is_started_when_the_child_sends_ready(
+    lines: Lines, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NOTIFY_SOCKET of its own (not the service's), read all along, removed afterwards."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "@service-notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    caplog.set_level(logging.DEBUG, logger="trio_orchestra")
+    conductor = orchestra.Conductor(
+        {"daemon": orchestra.run_process(python(NOTIFY_LATER), ready_notify=True)}, name="app"
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            began = trio.current_time()
+            await nursery.start(conductor)
+            waited = trio.current_time() - began
+            await lines.wait_for("sent all")
+            conductor.stop()
+    assert 0.3 <= waited < 3
+    statuses = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("app/daemon status")
+    ]
+    assert statuses == ["app/daemon status: warming up", "app/daemon status: serving"]
+    _, address, watchdog = lines.seen()[0][2].split(": ", 1)[1].split()
+    assert Path(address).parent.name.startswith("trio-orchestra-")
+    assert watchdog == "-"
+    assert not Path(address).parent.exists()
+
+
+EXIT_AT_ONCE = """
+    import sys
+    print("bad config", file=sys.stderr)
+    sys.exit({code})
+"""
+
+
+@pytest.mark.parametrize(
+    ("option", "missing"),
+    [
+        ({"ready_port": 1}, "127.0.0.1:1 accepted no connection"),
+        ({"ready_line": "ready"}, "no line matched 'ready'"),
+        ({"ready_notify": True}, "it sent no READY=1"),
+    ],
+)
+@pytest.mark.parametrize("code", [3, 0])
+async def test_an_exit_before_it_is_ready_fails_the_start(
+    lines: Lines, option: dict[str, object], missing: str, code: int
+) -> None:
+    """Whatever the status, even 0: CalledProcessError, noted with the player and the status."""
+    sleeper = orchestra.run_process(python("import time; time.sleep(60)"))
+    command = python(EXIT_AT_ONCE.format(code=code))
+    conductor = orchestra.Conductor(
+        {"sleeper": sleeper, "sidecar": orchestra.run_process(command, **option)},  # type: ignore[arg-type]
+        name="app",
+    )
+    with trio.fail_after(20), pytest.raises(orchestra.ConductorError) as caught:
+        await conductor()
+    assert_failures(caught.value, {"app/sidecar": subprocess.CalledProcessError})
+    error = caught.value.failures["app/sidecar"]
+    assert isinstance(error, subprocess.CalledProcessError)
+    assert (error.returncode, error.cmd, error.stderr) == (code, command, "bad config")
+    assert getattr(error, "__notes__", []) == [
+        f"player 'app/sidecar' exited with status {code} before it was ready ({missing})",
+        "raised in player 'app/sidecar'",
+    ]
+    assert conductor.status().children["sleeper"].state is orchestra.PlayerState.DONE
+
+
+async def test_start_timeout_bounds_the_wait_and_kills_the_child(tmp_path: Path) -> None:
+    """StartTimeout after start_timeout seconds; the child that never got ready is gone."""
+    pid_file = tmp_path / "child.pid"
+    command = python(f"""
+        import os, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        time.sleep(60)
+    """)
+    spec = orchestra.PlayerSpec(
+        orchestra.run_process(command, ready_line="never"), start_timeout=0.5
+    )
+    conductor = orchestra.Conductor({"slow": spec}, name="app")
+    began = trio.current_time()
+    with trio.fail_after(20), pytest.raises(orchestra.ConductorError) as caught:
+        await conductor()
+    assert 0.5 <= trio.current_time() - began < 3
+    assert_failures(caught.value, {"app/slow": orchestra.StartTimeout})
+    assert not _alive(int(pid_file.read_text()))
+
+
+BOOT_FOREVER = """
+    import signal, sys, time
+    def on_term(signum, frame):
+        print("got SIGTERM")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, {handler})
+    print("booting")
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("obeys", [True, False])
+async def test_a_stop_while_it_is_not_ready_stops_it_and_is_no_failure(
+    lines: Lines, obeys: bool
+) -> None:
+    """SIGTERM; SIGKILL at the end of the grace if it ignores it; the conductor returns clean."""
+    command = python(BOOT_FOREVER.format(handler="on_term" if obeys else "signal.SIG_IGN"))
+    spec = orchestra.PlayerSpec(orchestra.run_process(command, ready_line="never"), grace=0.5)
+    conductor = orchestra.Conductor({"sidecar": spec}, name="app")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conductor)
+            await lines.wait_for("booting")
+            began = trio.current_time()
+            conductor.stop("deploy")
+    stopped_in = trio.current_time() - began
+    assert conductor.status().children["sidecar"].state is orchestra.PlayerState.DONE
+    if obeys:
+        assert lines.seen()[-1][2] == "app/sidecar stdout: got SIGTERM"
+        assert stopped_in < 0.5
+    else:
+        assert stopped_in >= 0.5
+
+
+async def test_a_stop_while_not_ready_inside_a_player_returns_its_nursery_start(
+    lines: Lines,
+) -> None:
+    """Run by a subscribed player: its nursery.start returns the process being stopped."""
+    command = python(BOOT_FOREVER.format(handler="on_term"))
+    got: list[object] = []
+
+    async def parent() -> None:
+        orchestra.current_stop()  # subscribed: the sidecar hears our stop
+        async with trio.open_nursery() as nursery:
+            got.append(await nursery.start(orchestra.run_process(command, ready_line="never")))
+
+    conductor = orchestra.Conductor({"parent": parent}, name="app", grace=10)
+    with trio.fail_after(20):
+        async with background(conductor) as run:
+            await lines.wait_for("booting")
+            assert await run.stop() is None
+    (process,) = got
+    assert isinstance(process, trio.Process)
+    assert process.returncode == 0
+    assert lines.seen()[-1][2] == "app/parent stdout: got SIGTERM"
+
+
+async def test_a_ready_port_host_that_does_not_resolve_fails_the_start(tmp_path: Path) -> None:
+    """Before the child is spawned, naming the player and the host."""
+
+    class NoSuchHost(trio.abc.HostnameResolver):
+        async def getaddrinfo(self, *_args: object, **_kwargs: object) -> NoReturn:  # pyright: ignore[reportIncompatibleMethodOverride]
+            await trio.lowlevel.checkpoint()
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        async def getnameinfo(self, *_args: object, **_kwargs: object) -> NoReturn:  # pyright: ignore[reportIncompatibleMethodOverride]
+            raise NotImplementedError
+
+    marker = tmp_path / "spawned"
+    command = python(f"open({str(marker)!r}, 'w').close()")
+    player = orchestra.run_process(command, ready_port=("sidecar.internal", 8000))
+    conductor = orchestra.Conductor({"sidecar": player}, name="app")
+    previous = trio.socket.set_custom_hostname_resolver(NoSuchHost())
+    try:
+        with trio.fail_after(20), pytest.raises(orchestra.ConductorError) as caught:
+            await conductor()
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+    error = caught.value.failures["app/sidecar"]
+    assert isinstance(error, socket.gaierror)
+    assert str(error) == (
+        "[Errno -2] player 'app/sidecar' cannot resolve the ready_port host 'sidecar.internal':"
+        " Name or service not known"
+    )
+    assert not marker.exists()
+
+
+async def test_the_levels_of_its_lines_are_chosen(lines: Lines) -> None:
+    """stdout_level and stderr_level: an access log on stderr need not be a warning."""
+    logging.getLogger("trio_orchestra").setLevel(logging.DEBUG)  # the fixture restores it
+    command = python("""
+        import sys
+        print("out"); print("GET / 200", file=sys.stderr)
+    """)
+    player = orchestra.run_process(command, stdout_level=logging.DEBUG, stderr_level=logging.INFO)
+    with trio.fail_after(20):
+        await orchestra.Conductor({"job": player}, name="app")()
+    assert sorted(lines.seen()) == [
+        (logging.DEBUG, "stdout", "app/job stdout: out"),
+        (logging.INFO, "stderr", "app/job stderr: GET / 200"),
+    ]
+
+
+WHERE = r"^run_process\('true'\): "
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        (
+            {"ready_port": 8000, "ready_line": "x"},
+            ValueError,
+            (
+                "give at most one of ready_port, ready_line and ready_notify,"
+                " not ready_port and ready_line"
+            ),
+        ),
+        (
+            {"ready_port": 8000, "ready_line": "x", "ready_notify": True},
+            ValueError,
+            (
+                "give at most one of ready_port, ready_line and ready_notify,"
+                " not ready_port and ready_line and ready_notify"
+            ),
+        ),
+        (
+            {"ready_port": "8000"},
+            TypeError,
+            r"ready_port must be a port number or a \(host, port\) tuple, not str",
+        ),
+        (
+            {"ready_port": True},
+            TypeError,
+            r"ready_port must be a port number or a \(host, port\) tuple, not bool",
+        ),
+        (
+            {"ready_port": ("127.0.0.1", "8000")},
+            TypeError,
+            r"ready_port must be a port number or a \(host, port\) tuple, not \(str, str\)",
+        ),
+        (
+            {"ready_port": (8000,)},
+            TypeError,
+            r"ready_port must be a port number or a \(host, port\) tuple, not \(int\)",
+        ),
+        ({"ready_port": 0}, ValueError, "ready_port must be a port from 1 to 65535, not 0"),
+        (
+            {"ready_port": ("::1", 65536)},
+            ValueError,
+            "ready_port must be a port from 1 to 65535, not 65536",
+        ),
+        ({"ready_port": ("", 8000)}, ValueError, "the ready_port host must not be empty"),
+        (
+            {"ready_line": 5},
+            TypeError,
+            r"ready_line must be a str or a compiled re\.Pattern, not int",
+        ),
+        (
+            {"ready_line": re.compile(b"ready")},
+            TypeError,
+            r"ready_line must be a str pattern \(lines are decoded\), not a bytes one",
+        ),
+        (
+            {"ready_line": "(ready"},
+            ValueError,
+            (
+                r"ready_line '\(ready' is not a valid regular expression:"
+                r" missing \), unterminated subpattern at position 0"
+            ),
+        ),
+        (
+            {"ready_line": "ready", "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL},
+            ValueError,
+            (
+                "ready_line reads the lines the child writes,"
+                " so stdout= and stderr= cannot both redirect them"
+            ),
+        ),
+        ({"ready_notify": 1}, TypeError, "ready_notify must be a bool, not int"),
+        (
+            {"stdout_level": "INFO"},
+            TypeError,
+            r"stdout_level must be a logging level \(an int\), not str",
+        ),
+        (
+            {"stderr_level": True},
+            TypeError,
+            r"stderr_level must be a logging level \(an int\), not bool",
+        ),
+        (
+            {"stderr_level": -1},
+            ValueError,
+            "stderr_level must be a logging level of zero or more, not -1",
+        ),
+    ],
+)
+def test_bad_readiness_and_level_options_are_refused_at_once(
+    options: dict[str, object], error: type[Exception], message: str
+) -> None:
+    """One sentence naming the command and the rule; TypeError for a type, else ValueError."""
+    with pytest.raises(error, match=WHERE + message + "$"):
+        orchestra.run_process(["true"], **options)  # type: ignore[arg-type]
