@@ -48,7 +48,14 @@ import trio
 from . import _events as events
 from ._checks import check_time, check_type
 from ._diagnostics import where_stuck
-from ._errors import ConductorError, StartTimeout, StopTimeout, TooManyRestarts, path_note
+from ._errors import (
+    ConductorError,
+    StartTimeout,
+    StopTimeout,
+    TooManyRestarts,
+    add_note,
+    path_note,
+)
 from ._lifecycle import PlayerState, move
 from ._logging import library_logger
 from ._spec import PlayerSpec, as_spec
@@ -114,15 +121,6 @@ def _not_running(*_args: object, **_kwargs: object) -> None:
     """What spawning a player means outside a run: a bug."""
     msg = "a player was spawned outside a conductor run; this is a bug in trio_orchestra"
     raise RuntimeError(msg)
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # pragma: no cover - exercised on 3.10 only
-        notes: list[str] = list(getattr(exc, "__notes__", ()))
-        notes.append(note)
-        exc.__notes__ = notes  # type: ignore[attr-defined]
 
 
 def _check_callable_or_none(value: object, what: str) -> None:
@@ -1450,7 +1448,7 @@ class Conductor:
         if failure is None:
             failure = TooManyRestarts(slot.path, max_restarts, period)
         else:
-            _add_note(
+            add_note(
                 failure,
                 f"the restart limit was exceeded: more than {max_restarts} restarts"
                 f" within {period:g} s",
@@ -1791,7 +1789,7 @@ class Conductor:
         paths: dict[int, str] = {}
         for path, exc in self._failures:
             if not isinstance(exc, ConductorError):
-                _add_note(exc, path_note(path))
+                add_note(exc, path_note(path))
                 paths[id(exc)] = path
             leaves.append(exc)
         names = ", ".join(path for path, _ in self._failures)

@@ -35,9 +35,20 @@ __all__ = [
     "StartTimeout",
     "StopTimeout",
     "TooManyRestarts",
+    "add_note",
     "lone_error",
     "path_note",
 ]
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add a PEP 678 note to *exc* (``add_note`` on 3.11+, ``__notes__`` by hand on 3.10)."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover - exercised on 3.10 only
+        notes: list[str] = list(getattr(exc, "__notes__", ()))
+        notes.append(note)
+        exc.__notes__ = notes  # type: ignore[attr-defined]
 
 
 def lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast, final
@@ -33,6 +32,7 @@ import attrs
 import trio
 
 from ._checks import MAX_PORT
+from ._errors import add_note
 from ._stop import StopToken, _locate, current_path, stop_or_never
 
 __all__ = ["run_process"]
@@ -265,15 +265,6 @@ def _kill(process: trio.Process, *, group: bool) -> None:
             os.killpg(process.pid, signal.SIGKILL)
         elif process.returncode is None:
             process.kill()
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # pragma: no cover - exercised on 3.10 only
-        notes: list[str] = list(getattr(exc, "__notes__", ()))
-        notes.append(note)
-        exc.__notes__ = notes  # type: ignore[attr-defined]
 
 
 def _exit_status(code: int) -> str:
@@ -521,7 +512,7 @@ def _exit_error(  # noqa: PLR0913 - the exit and what it means
     if not ready:  # nobody asked it to stop: an exit before it is ready fails the start
         error = subprocess.CalledProcessError(code, process.args, stderr=stderr)
         missing = readiness.missing if readiness is not None else "?"
-        _add_note(error, f"player {path!r} {_exit_status(code)} before it was ready ({missing})")
+        add_note(error, f"player {path!r} {_exit_status(code)} before it was ready ({missing})")
         return error
     if code == 0 or (terminated and code in _ORDERLY_AFTER_SIGTERM):
         return None
