@@ -39,6 +39,19 @@ class Journal:
         raise AssertionError(msg)
 
 
+class StepCounter(trio.abc.Instrument):
+    """Counts task steps while installed: an idle tree takes none."""
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        """Count one step of any task."""
+        del task
+        self.steps += 1
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Check every async test of the project for player tasks left running."""
     for item in items:

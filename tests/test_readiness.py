@@ -17,7 +17,7 @@ import trio.testing
 import trio_orchestra as orchestra
 from trio_orchestra import events
 
-from .conftest import Journal
+from .conftest import StepCounter
 
 S = orchestra.PlayerState
 ON_FAILURE = orchestra.Restart.ON_FAILURE
@@ -276,23 +276,16 @@ async def test_a_player_that_starts_in_time_gets_no_warning_and_no_wake_up(
         task_status.started()
         await trio.sleep_forever()
 
-    class Steps(trio.abc.Instrument):
-        count = 0
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            del task
-            Steps.count += 1
-
     app = orchestra.Conductor({"db": prompt})
     with caplog.at_level(logging.WARNING, logger="trio_orchestra"):
         async with trio.open_nursery() as nursery:
             await nursery.start(app)
             await trio.sleep(1)
-            steps = Steps()
-            trio.lowlevel.add_instrument(steps)
+            counter = StepCounter()
+            trio.lowlevel.add_instrument(counter)
             await trio.sleep(3600)
-            trio.lowlevel.remove_instrument(steps)
-            assert Steps.count == 1  # this test's own wake-up
+            trio.lowlevel.remove_instrument(counter)
+            assert counter.steps == 1  # this test's own wake-up
             app.stop()
     assert caplog.records == []
 
@@ -343,22 +336,3 @@ def test_one_conductor_nested_in_two_places_is_refused() -> None:
     deeper = orchestra.Conductor({"pool": pool})
     with pytest.raises(ValueError, match=r"nested as 'a' and as 'b/pool'"):
         orchestra.Conductor({"a": pool, "b": deeper}, name="app")
-
-
-async def test_a_journal_of_a_stop_is_unchanged_for_plain_players(
-    autojump_clock: trio.testing.MockClock, journal: Journal
-) -> None:
-    """A non-subscribed player is cancelled at once by design: never cut off."""
-
-    async def plain() -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            journal("plain cancelled")
-
-    app = orchestra.Conductor({"plain": plain})
-    async with trio.open_nursery() as nursery:
-        await nursery.start(app)
-        app.stop()
-    assert journal.entries == [(0, "plain cancelled")]
-    assert not app.status().children["plain"].cut_off

@@ -102,9 +102,11 @@ async def test_an_unsubscribed_player_is_cancelled_at_once(
         finally:
             journal("finally ran")
 
-    await run_then_stop(orchestra.Conductor({"plain": plain}, grace=30), after=2)
+    conductor = orchestra.Conductor({"plain": plain}, grace=30)
+    await run_then_stop(conductor, after=2)
     assert journal.entries == [(2, "finally ran")]
     assert trio.current_time() == 2
+    assert not conductor.status().children["plain"].cut_off  # cancelled at once by design
 
 
 async def test_a_token_asked_for_after_a_hard_cancel_says_so(

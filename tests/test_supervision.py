@@ -22,7 +22,7 @@ import trio.testing
 import trio_orchestra as orchestra
 from trio_orchestra import events
 
-from .conftest import Journal, run_then_stop
+from .conftest import Journal, StepCounter, run_then_stop
 
 ON_FAILURE = orchestra.Restart.ON_FAILURE
 ALWAYS = orchestra.Restart.ALWAYS
@@ -748,15 +748,6 @@ async def test_events_go_to_the_hook_typed_and_in_order(
 
 async def test_an_idle_tree_never_wakes_up(autojump_clock: trio.testing.MockClock) -> None:
     """No polling: with restart policies and nesting, an idle tree takes no task step."""
-
-    class StepCounter(trio.abc.Instrument):
-        def __init__(self) -> None:
-            self.steps = 0
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            del task
-            self.steps += 1
-
     inner = orchestra.Conductor(
         {"x": orchestra.PlayerSpec(trio.sleep_forever, restart=ALWAYS)}, strategy="one_for_all"
     )

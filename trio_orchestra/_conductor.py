@@ -80,8 +80,6 @@ _EMPTY: Mapping[str, PlayerStatus] = types.MappingProxyType({})
 _NOT_READY = frozenset({_S.STARTING, _S.STOPPING, _S.BACKOFF, _S.FAILED})
 #: States of a nested conductor's player in which the nested run tells its readiness.
 _FOLLOWS_ITS_TREE = frozenset({_S.STARTING, _S.RUNNING, _S.STOPPING})
-#: Stands for "a failure" when asking whether a failure would be restarted.
-_FAILING = RuntimeError("a failure")
 
 
 class _Phase:
@@ -1259,7 +1257,7 @@ class Conductor:
                 self._group_advance()
         elif self._phase >= _Phase.STOPPING:
             self._end_while_stopping(slot, failure)
-        elif self._wants_restart(slot, failure):
+        elif self._wants_restart(slot, failed=failure is not None):
             self._restart(slot, failure)
         else:
             self._end_for_good(slot, failure)
@@ -1408,13 +1406,13 @@ class Conductor:
         if waiter.drop:
             self._drop(slot)
 
-    def _wants_restart(self, slot: _Slot, failure: Exception | None) -> bool:
+    def _wants_restart(self, slot: _Slot, *, failed: bool) -> bool:
         policy = slot.spec.restart
         if policy is _NEVER:
             return False
         if slot.in_sequence and not slot.started_flag and self._phase == _Phase.STARTING:
             return False  # a start failure in the conductor's own start: roll back
-        return policy is _ALWAYS or failure is not None
+        return policy is _ALWAYS or failed
 
     def _restart(self, slot: _Slot, failure: Exception | None) -> None:
         """Restart a player that ended, as its policy asks, within the restart intensity."""
@@ -1618,7 +1616,7 @@ class Conductor:
             or (self._group is not None and slot in self._group.members)
         ):
             return  # stopping already, or its failure goes to a caller or a group restart
-        if self._wants_restart(slot, _FAILING) and self._window.would_allow(trio.current_time()):
+        if self._wants_restart(slot, failed=True) and self._window.would_allow(trio.current_time()):
             return  # it will be restarted: nothing else has to stop
         self._fail(f"player {slot.path!r} failed")
 
