@@ -39,7 +39,7 @@ import math
 import random
 import sys
 import types
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Literal, cast, final
 
@@ -58,6 +58,7 @@ from ._errors import (
 )
 from ._lifecycle import PlayerState, move
 from ._logging import library_logger
+from ._ordering import Graph, Line, Order, StartWave, StopWave, longest_path, resolve
 from ._spec import PlayerSpec, as_spec
 from ._status import ConductorStatistics, PlayerStatus
 from ._stop import StopToken, current_owner, supervisors
@@ -147,6 +148,16 @@ def _check_nested_once(specs: Mapping[str, PlayerSpec], where: str) -> None:
             visit(inner._specs, f"{path}/")
 
     visit(specs, "")
+
+
+def _check_count(value: int | None, what: str) -> None:
+    """A count option (``None`` allowed): an int, 0 or more."""
+    if value is None:
+        return
+    check_type(value, int, what, "an int or None")
+    if isinstance(value, bool) or value < 0:
+        msg = f"{what} must be a whole number, 0 or more, not {value!r}"
+        raise ValueError(msg)
 
 
 def _check_name(name: object, what: str) -> str:
@@ -307,12 +318,13 @@ class _Slot:
 class _Group:
     """A group restart in progress (``one_for_all``, ``rest_for_one``).
 
-    Its members are stopped in reverse start order, then, after the failed player's backoff,
-    started again in start order with readiness, except ``NEVER`` members (OTP temporary
-    children), which stay done.
+    Its members are stopped in reverse start order (each once what is after it is gone), then,
+    after the failed player's backoff, started again in start order with readiness (each once
+    what it is after is started), except ``NEVER`` members (OTP temporary children), which
+    stay done.
     """
 
-    __slots__ = ("delay", "failed", "members", "phase", "started")
+    __slots__ = ("delay", "failed", "members", "phase", "start_wave", "started", "stop_wave")
 
     STOPPING = 0
     BACKOFF = 1
@@ -323,7 +335,9 @@ class _Group:
         self.members = members
         self.delay = delay
         self.phase = _Group.STOPPING
-        self.started: set[_Slot] = set()
+        self.started: set[_Slot] = set()  # members started again (or passed over: NEVER)
+        self.stop_wave: StopWave[_Slot] | None = None
+        self.start_wave: StartWave[_Slot] | None = None
 
 
 @final
@@ -333,7 +347,9 @@ class Conductor:
     Args:
         players: a mapping from name to an async callable or a :class:`PlayerSpec`. Names are
             non-empty, unique and contain no ``/``. Players start in this order and stop in
-            reverse. An empty mapping makes a pool that runs until it is stopped.
+            reverse, unless they name what they are after (``PlayerSpec(after=...)``): then
+            each starts once what it is after is started, and stops once everything after it
+            is gone. An empty mapping makes a pool that runs until it is stopped.
         name: this conductor's path element when it is the root (default ``"conductor"``);
             nested, its path element is its key in its parent's mapping.
         grace: default seconds of soft phase for players that subscribed with
@@ -379,14 +395,18 @@ class Conductor:
     # The state of the current (or last) run, reset by _reset().
     _slots: list[_Slot]
     _by_name: dict[str, _Slot]
-    _declared: int
     _next_order: int
     _pool: bool
     _phase: int
     _stop_reason: str | None
     _force: bool
-    _next_start: int
-    _stop_cursor: int
+    _order: Order[_Slot]
+    _starting: StartWave[_Slot] | None
+    _stopping: StopWave[_Slot] | None
+    _deadline: float
+    _within: float | None
+    _drain_end: float
+    _draining: str | None
     _live: int
     _ready: bool
     _failures: list[tuple[str, Exception]]
@@ -441,9 +461,7 @@ class Conductor:
             )
             raise ValueError(msg)
         check_type(max_restarts, int, f"{where}: max_restarts", "an int")
-        if isinstance(max_restarts, bool) or max_restarts < 0:
-            msg = f"{where}: max_restarts must be a whole number, 0 or more, not {max_restarts!r}"
-            raise ValueError(msg)
+        _check_count(max_restarts, f"{where}: max_restarts")
         check_time(period, "period", where)
         if period == 0:
             msg = f"{where}: period must be more than 0 seconds"
@@ -451,11 +469,7 @@ class Conductor:
         if random is not None:
             check_type(random, _random_type, f"{where}: random", "a random.Random")
         _check_callable_or_none(on_event, f"{where}: on_event")
-        if min_ready is not None:
-            check_type(min_ready, int, f"{where}: min_ready", "an int or None")
-            if isinstance(min_ready, bool) or min_ready < 0:
-                msg = f"{where}: min_ready must be a whole number, 0 or more, not {min_ready!r}"
-                raise ValueError(msg)
+        _check_count(min_ready, f"{where}: min_ready")
         players = {} if players is None else players
         check_type(players, Mapping, f"{where}: players", "a mapping of name to player")
         specs: dict[str, PlayerSpec] = {}
@@ -463,6 +477,8 @@ class Conductor:
             _check_name(key, f"{where}: player name")
             specs[key] = as_spec(value, f"player {name}/{key}")
         _check_nested_once(specs, where)
+        self._edges = resolve({key: spec.after for key, spec in specs.items()}, name)
+        self._explicit = frozenset(key for key, spec in specs.items() if spec.after is not None)
         self._name = name
         self._grace = float(grace)
         self._parallel = stop_order == "parallel"
@@ -543,40 +559,62 @@ class Conductor:
             "min_ready": self._min_ready,
         }
 
-    def stop(self, reason: str | None = None, *, force: bool = False) -> None:
+    def stop(
+        self, reason: str | None = None, *, force: bool = False, within: float | None = None
+    ) -> None:
         """Request a graceful stop; return at once (the run returns when all have stopped).
 
-        Players stop in reverse start order, each with its soft phase if it subscribed. The
-        first call's *reason* wins and later calls do nothing, except that ``force=True``
-        skips what is left of the soft phases and hard-cancels every player at once (the
-        runner's second Ctrl-C). A call before the conductor runs makes its next run start
-        nothing; a call after it returned does nothing.
+        Players stop in reverse start order (each once everything after it is gone), each
+        with its soft phase if it subscribed. The first call's *reason* wins and later calls
+        do nothing, except that ``force=True`` skips what is left of the soft phases and
+        hard-cancels every player at once (the runner's second Ctrl-C), and that *within*
+        may bring the deadline earlier.
+
+        With *within* (seconds), the whole tree has one deadline: no soft phase anywhere in
+        it ends later than *within* seconds from now, players stopped later get what is left,
+        and whatever still runs at the deadline is hard-cancelled (stragglers are still
+        waited for and reported). A later call may only bring the deadline earlier.
+
+        A call before the conductor runs makes its next run start nothing; a call after it
+        returned does nothing.
 
         Example::
 
             conductor.stop("deploy")
+            conductor.stop("deploy", within=25)  # the Kubernetes grace period, less a margin
         """
+        if within is not None:
+            check_time(within, "within", f"conductor {self._path!r}: stop()")
         if not self._running:
             if self._runs == 0 and not self._prestopped:
                 self._prestopped = True
                 self._prestop = reason
             return
+        if within is not None:
+            deadline = trio.current_time() + within
+            if deadline < self._deadline:
+                self._within = within
+                self._tighten(deadline)
         self._begin_stop(reason, force=force)
 
     async def add(self, name: str, player: Callable[..., Awaitable[object]] | PlayerSpec) -> object:
         """Start one more player in the running conductor; return once it is started.
 
-        It starts after the declared players in the stop order (it is stopped before them).
+        By default (``after=None`` in its spec) it is after the latest player of the tree, so
+        it is stopped before every player that was there. A spec with ``after=`` names
+        players of this conductor that are running (or have finished): it is after those.
         A failure to start raises here, to the caller, and the player is not added. Returns
         the value it passed to ``task_status.started()`` (``None`` for a plain player).
 
         Raises:
             RuntimeError: the conductor is not running, or is stopping.
-            ValueError: the name is empty, has a ``/``, or is taken.
+            ValueError: the name is empty, has a ``/``, or is taken; or its ``after`` names
+                a player that this conductor does not have, or that is not running.
 
         Example::
 
             await conductor.add("worker-3", orchestra.PlayerSpec(worker, queue))
+            await conductor.add("report", orchestra.PlayerSpec(report, after=("db",)))
         """
         self._check_controllable("add a player")
         name = _check_name(name, f"conductor {self._path!r}: player name")
@@ -584,8 +622,12 @@ class Conductor:
             msg = f"conductor {self._path!r} already has a player named {name!r}"
             raise ValueError(msg)
         spec = as_spec(player, f"player {self._path}/{name}")
+        after = self._placement(name, spec)
         slot = _Slot(self, name, spec, self._next_order)
         self._next_order += 1
+        if spec.after is not None and isinstance(self._order, Line):
+            self._order = Graph[_Slot].of(self._slots, None)  # a line that gains a named edge
+        self._order.add(slot, after, explicit=spec.after is not None)
         self._slots.append(slot)
         self._by_name[name] = slot
         waiter = slot.waiter = _Waiter(drop=True)
@@ -599,18 +641,34 @@ class Conductor:
         An error it raises while being removed is raised here, to the caller, not into the
         tree; so is the :class:`StopTimeout` of a player that outlived its hard cancel (the
         tree keeps running). A player that is not running (done, failed, in backoff) is just
-        taken out.
+        taken out. What was after it is now after what it was after.
 
         Raises:
             RuntimeError: the conductor is not running, or is stopping, or is restarting a
                 group of players; or the player is already being added, removed or restarted.
             LookupError: it has no player of that name.
+            ValueError: a player that is running (or waits to restart) names it in its
+                ``after=``; nothing is stopped. (The default order of a line, ``after=None``,
+                is no such requirement: a player of a line can always be removed.)
 
         Example::
 
             await conductor.remove("worker-3")
         """
         slot = self._controlled(name, "remove a player")
+        requirers = [
+            other.name
+            for other in self._order.requirers(slot)
+            if other.alive or other.state is _S.BACKOFF
+        ]
+        if requirers:
+            names = ", ".join(repr(other) for other in requirers)
+            msg = (
+                f"cannot remove player {slot.path!r}: {names} of conductor {self._path!r}"
+                f" {'is' if len(requirers) == 1 else 'are'} after it; remove"
+                f" {'it' if len(requirers) == 1 else 'them'} first"
+            )
+            raise ValueError(msg)
         if not slot.alive:
             self._drop(slot)
             await trio.lowlevel.checkpoint()
@@ -666,26 +724,33 @@ class Conductor:
         state = _PHASE_STATE[self._phase]
         if state is _S.DONE and (self._failures or self._fatal is not None):
             state = _S.FAILED
+        not_ready = self._not_ready(state, slots, nodes)
+        if self._draining is not None and state is _S.RUNNING:
+            not_ready = (f"{self._path} is draining before its stop: {self._draining}",)
         return PlayerStatus(
             path=self._path,
             state=state,
             restarts=0,
             last_error=self._error,
             started_at=self._started_at,
-            not_ready=self._not_ready(state, slots, nodes),
+            stop_budget=self._stop_budget() if self._running else self.stop_budget(),
+            not_ready=not_ready,
             children=types.MappingProxyType(
                 {slot.name: node for slot, node in zip(slots, nodes, strict=True)}
             ),
         )
 
-    def stop_budget(self) -> float:
+    def stop_budget(self, *, within: float | None = None) -> float:
         """Return the longest an orderly stop of the declared tree can take, in seconds.
 
-        With the default sequential stop, players are stopped one after another, so the
-        budget is the sum of their grace periods (a nested conductor counts its own budget,
-        unless its spec sets a grace); with ``stop_order="parallel"``, the largest of them.
-        Size what waits for your program from it, plus a margin for the hard phase: systemd's
-        ``TimeoutStopSec=``, Kubernetes' ``terminationGracePeriodSeconds``.
+        A player is stopped once everything after it is gone, so the budget is the longest
+        path of grace periods through the dependencies: for a line (no ``after=``), their
+        sum; for players that depend on nothing, the largest. A nested conductor counts its
+        own budget, unless its spec sets a grace; with ``stop_order="parallel"``, the
+        largest grace. With *within* (what you give ``stop(within=)`` or
+        ``run(stop_within=)``), no more than that. Size what waits for your program from
+        it, plus a margin for the hard phase: systemd's ``TimeoutStopSec=``, Kubernetes'
+        ``terminationGracePeriodSeconds``.
 
         Example::
 
@@ -693,18 +758,25 @@ class Conductor:
                 {"db": db, "web": orchestra.PlayerSpec(web, grace=30)}, grace=5
             )
             assert conductor.stop_budget() == 35
+            assert conductor.stop_budget(within=20) == 20
         """
-        graces: list[float] = []
-        for spec in self._specs.values():
+        if within is not None:
+            check_time(within, "within", f"conductor {self._path!r}: stop_budget()")
+        specs = self._specs
+
+        def grace(name: str) -> float:
+            spec = specs[name]
             if spec.grace is not None:
-                graces.append(spec.grace)
-            elif isinstance(spec.fn, Conductor):
-                graces.append(spec.fn.stop_budget())
-            else:
-                graces.append(self._grace)
-        if not graces:
-            return 0.0
-        return max(graces) if self._parallel else sum(graces)
+                return spec.grace
+            if isinstance(spec.fn, Conductor):
+                return spec.fn.stop_budget()
+            return self._grace
+
+        if self._parallel:
+            budget = max(map(grace, specs), default=0.0)
+        else:
+            budget = longest_path(list(specs), self._edges, grace)
+        return budget if within is None else min(budget, within)
 
     def statistics(self) -> ConductorStatistics:
         """Return counts of this conductor's players by state, and of its restarts.
@@ -802,14 +874,23 @@ class Conductor:
             _Slot(self, key, spec, order) for order, (key, spec) in enumerate(self._specs.items())
         ]
         self._by_name = {slot.name: slot for slot in self._slots}
-        self._declared = len(self._slots)
-        self._next_order = self._declared
+        self._next_order = len(self._slots)
         self._pool = not self._slots
         self._phase = _Phase.IDLE
         self._stop_reason = None
         self._force = False
-        self._next_start = 0
-        self._stop_cursor = -1
+        edges = self._edges
+        self._order = (
+            Line(self._slots)
+            if edges is None
+            else Graph[_Slot].of(self._slots, edges, self._explicit)
+        )
+        self._starting = None
+        self._stopping = None
+        self._deadline = _INF
+        self._within = None
+        self._drain_end = _INF
+        self._draining = None
         self._live = 0
         self._ready = False
         self._failures = []
@@ -871,22 +952,27 @@ class Conductor:
         slot.removed = True
         if self._by_name.get(slot.name) is slot:
             del self._by_name[slot.name]
-        if self._phase < _Phase.STOPPING:  # no stop cursor walks the list now
+        if self._phase < _Phase.STOPPING:  # no stop wave walks the order now
             self._slots.remove(slot)
+            self._order.remove(slot)
         self._maybe_done()
 
     def _node(self, slot: _Slot) -> PlayerStatus:
         tree = slot.tree
         state = slot.state
         children = _EMPTY
+        budget = None
         not_ready: tuple[str, ...] = (
             (f"{slot.path} is {state.value}",) if state in _NOT_READY else ()
         )
         if tree is not None:
             inner = tree.status()
             children = inner.children
+            budget = inner.stop_budget
             if slot.child is tree and state in _FOLLOWS_ITS_TREE:
                 not_ready = inner.not_ready  # which of its players keep it from being ready
+        elif isinstance(slot.spec.fn, Conductor):
+            budget = slot.spec.fn.stop_budget()
         return PlayerStatus(
             path=slot.path,
             state=state,
@@ -895,9 +981,36 @@ class Conductor:
             started_at=slot.started_at,
             started_value=slot.value,
             cut_off=slot.cut_off,
+            after=tuple(dep.name for dep in self._order.after(slot)),
+            stop_budget=budget,
             not_ready=not_ready,
             children=children,
         )
+
+    def _placement(self, name: str, spec: PlayerSpec) -> tuple[_Slot, ...]:
+        """The players a player added now is after; a clear error if it cannot be placed."""
+        if spec.after is None:
+            return tuple(self._slots[-1:])  # after the latest player, as in a line
+        found: list[_Slot] = []
+        where = self._path
+        for other in spec.after:
+            dep = self._by_name.get(other)
+            if other == name:
+                msg = f"{where}: player {name!r} cannot be after itself"
+                raise ValueError(msg)
+            if dep is None:
+                msg = (
+                    f"{where}: player {name!r} is after {other!r}, which is not a player of {where}"
+                )
+                raise ValueError(msg)
+            if dep.state is not _S.RUNNING and dep.state is not _S.DONE:
+                msg = (
+                    f"{where}: player {name!r} is after {other!r}, which is not running"
+                    f" ({dep.state.value}); add it once {other!r} runs"
+                )
+                raise ValueError(msg)
+            found.append(dep)
+        return tuple(found)
 
     def _not_ready(
         self, state: PlayerState, slots: list[_Slot], nodes: list[PlayerStatus]
@@ -958,7 +1071,9 @@ class Conductor:
             # Subscribe to the parent's soft phase: its stop request becomes ours.
             parent.tree = self
             parent.stop_token()._add_listener(self._on_parent_stop)
-        self._start_next()
+        if self._phase == _Phase.STARTING:
+            wave = self._starting = self._order.start(self._slots)
+            self._start_more(wave.first)
         reported = False
         while True:
             if self._deferred:
@@ -1019,9 +1134,13 @@ class Conductor:
         slot.timer = when
         self._timed.add(slot)
         if when < self._wake_at:
-            self._wake_at = when
-            if self._park_scope is not None:
-                self._park_scope.deadline = when
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        """Wake the supervising task at *when*, or earlier (the park's deadline)."""
+        self._wake_at = when
+        if self._park_scope is not None:
+            self._park_scope.deadline = when
 
     def _clear_timer(self, slot: _Slot) -> None:
         if slot.timer != _INF:
@@ -1029,12 +1148,17 @@ class Conductor:
             timed = self._timed
             timed.discard(slot)
             if not timed and self._wake_at != _INF:  # no stale wake-up for an idle conductor
-                self._wake_at = _INF
-                if self._park_scope is not None:
-                    self._park_scope.deadline = _INF
+                self._arm(self._own_timer())
+
+    def _own_timer(self) -> float:
+        """The conductor's own next timer: the end of a drain, or the stop deadline."""
+        if self._phase == _Phase.STOPPING:
+            return _INF if self._force else self._deadline
+        return self._drain_end
 
     def _fire_timers(self) -> None:
         now = trio.current_time()
+        self._fire_own_timer(now)
         for slot in sorted(self._timed, key=_by_order):
             if slot.timer > now or slot not in self._timed:
                 continue
@@ -1044,8 +1168,7 @@ class Conductor:
                 if group is None:
                     self._respawn(slot, count=False)
                 elif group.failed is slot and group.phase == _Group.BACKOFF:
-                    group.phase = _Group.STARTING
-                    self._group_advance()
+                    self._group_begin_start(group)
             elif slot.state is _S.STARTING:
                 if slot.alive and not slot.started_flag:
                     self._warn_slow_start(slot)
@@ -1054,7 +1177,15 @@ class Conductor:
                     self._report_straggler(slot)
                 else:
                     self._hard_cancel(slot, now)
-        self._wake_at = min((slot.timer for slot in self._timed), default=_INF)
+        earliest = min((slot.timer for slot in self._timed), default=_INF)
+        self._wake_at = min(earliest, self._own_timer())
+
+    def _fire_own_timer(self, now: float) -> None:
+        if self._drain_end <= now:
+            self._drain_end = _INF
+            self._begin_stop(self._draining)
+        elif self._phase == _Phase.STOPPING and not self._force and self._deadline <= now:
+            self._deadline_passed()
 
     def _maybe_done(self) -> None:
         """End the run when nothing is left to run, start or restart."""
@@ -1071,17 +1202,18 @@ class Conductor:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def _start_next(self) -> None:
-        """Spawn the next declared player, or report the conductor ready when all started."""
+    def _start_more(self, slots: Sequence[_Slot]) -> None:
+        """Spawn the declared players free to start now; report ready once all are started."""
         if self._phase != _Phase.STARTING:
             return
-        if self._next_start < self._declared:
-            slot = self._slots[self._next_start]
-            self._next_start += 1
+        for slot in slots:
             slot.in_sequence = True
             self._emit_started(slot)
             self._spawn(slot)
+        wave = self._starting
+        if wave is None or wave.left:
             return
+        self._starting = None
         self._phase = _Phase.RUNNING
         self._ready = True
         pending, self._group_pending = self._group_pending, []
@@ -1196,10 +1328,15 @@ class Conductor:
             waiter.done.set()
         if slot.in_sequence:
             slot.in_sequence = False
-            if self._group is not None and slot in self._group.members:
-                self._group_advance()
-            else:
-                self._start_next()
+            self._started_in_wave(slot)
+
+    def _started_in_wave(self, slot: _Slot) -> None:
+        """A player of a start wave is started: start what was waiting for it."""
+        group = self._group
+        if group is not None and group.start_wave is not None and slot in group.members:
+            self._group_start(group, group.start_wave.started(slot))
+        elif self._starting is not None:
+            self._start_more(self._starting.started(slot))
 
     async def _wait_started(self, slot: _Slot, waiter: _Waiter) -> object:
         await waiter.done.wait()
@@ -1253,17 +1390,22 @@ class Conductor:
             self._end(slot, failure, report=slot.straggler, note=note)
             if slot.straggler:
                 self._fail(f"player {slot.path!r} outlived its hard cancel")
-            else:
-                self._group_advance()
         elif self._phase >= _Phase.STOPPING:
             self._end_while_stopping(slot, failure)
         elif self._wants_restart(slot, failed=failure is not None):
             self._restart(slot, failure)
         else:
             self._end_for_good(slot, failure)
-        if self._phase == _Phase.STOPPING and not self._parallel:
-            self._stop_next()
+        self._gone_from_wave(slot)
         self._maybe_done()
+
+    def _gone_from_wave(self, slot: _Slot) -> None:
+        """Whoever it was, the stop in progress may now go on to what it was after."""
+        if self._phase == _Phase.STOPPING:
+            if self._stopping is not None:
+                self._stop_these(self._stopping.gone(slot), self._stop_reason)
+        elif (group := self._group) is not None and group.stop_wave is not None:
+            self._group_stop(group, group.stop_wave.gone(slot))
 
     def _end_while_stopping(self, slot: _Slot, failure: Exception | None) -> None:
         """A player ended during the conductor's stop: a failure now is reported, and fails us."""
@@ -1503,90 +1645,162 @@ class Conductor:
     # -- group restarts (one_for_all, rest_for_one) -----------------------------------------
 
     def _begin_group(self, failed: _Slot, delay: float) -> None:
-        """Restart *failed* with its siblings: stop them in reverse order, then start again."""
+        """Restart *failed* with its siblings: stop them, dependents first, then start again."""
         if self._phase >= _Phase.STOPPING:
             return
-        everyone = self._strategy == "one_for_all"
+        reach = self._slots if self._strategy == "one_for_all" else self._order.closure(failed)
         members = {  # a player under add/remove/restart belongs to its caller, not the group
-            slot
-            for slot in self._slots
-            if slot.alive
-            and slot.waiter is None
-            and not slot.manual_restart
-            and (everyone or slot.order > failed.order)
+            slot for slot in reach if slot.alive and slot.waiter is None and not slot.manual_restart
         }
         members.add(failed)
         group = self._group
         if group is None:
-            self._group = _Group(failed, members, delay)
+            group = self._group = _Group(failed, members, delay)
         else:  # a failure during a group restart: one bigger group, stopped again
             if group.failed is not failed:
                 self._clear_timer(group.failed)  # the backoff is now the new failure's
-            if not everyone:
-                # rest_for_one: a member started before the new failure, and already started
-                # again, keeps running (OTP's rest_for_one_other_child_fails_restart).
+            if self._strategy == "rest_for_one":
+                # A member that is not after the new failure, and is already started again,
+                # keeps running (OTP's rest_for_one_other_child_fails_restart).
+                after_it = set(reach)
                 group.members = {
-                    slot
-                    for slot in group.members
-                    if slot.order >= failed.order or slot not in group.started
+                    slot for slot in group.members if slot in after_it or slot not in group.started
                 }
             group.members |= members
             group.failed = failed
             group.delay = delay
             group.phase = _Group.STOPPING
             group.started.clear()
-        self._group_advance()
+            group.start_wave = None
+        # The wave also holds the players of its reach that are gone: the order passes
+        # through them (see trio_orchestra._ordering).
+        scope = group.members.union(slot for slot in reach if not slot.alive)
+        group.stop_wave = self._order.stop(scope)
+        self._group_stop(group, group.stop_wave.first)
 
-    def _group_advance(self) -> None:
-        """Take the group restart one step further: stop, wait, or start the next member."""
-        group = self._group
-        if group is None:
+    def _group_stop(self, group: _Group, slots: Sequence[_Slot]) -> None:
+        """Stop the members free to stop; once all are gone, wait the backoff, or start."""
+        if group.phase != _Group.STOPPING:
             return
-        if group.phase == _Group.STOPPING and not self._group_stop_step(group):
-            return
-        if group.phase == _Group.STARTING:
-            self._group_start_step(group)
-
-    def _group_stop_step(self, group: _Group) -> bool:
-        """Stop the latest-started member still alive; True once all are gone, no backoff."""
-        alive = [slot for slot in group.members if slot.alive]
-        if alive:
-            last = max(alive, key=_by_order)
-            if not last.stop_requested:
+        now = trio.current_time()
+        members = group.members
+        for slot in slots:
+            if slot in members and slot.alive and not slot.stop_requested:
                 reason = f"restarting with player {group.failed.path!r} ({self._strategy})"
-                self._stop_slot(last, trio.current_time(), reason)
-            return False
+                self._stop_slot(slot, now, reason)
+        if any(slot.alive for slot in members):
+            return
+        group.stop_wave = None
         if group.delay > 0:
             group.phase = _Group.BACKOFF
-            for slot in group.members:
+            for slot in members:
                 if slot.state is not _S.BACKOFF and (
                     slot.spec.restart is not _NEVER or slot is group.failed
                 ):
                     move(slot, _S.BACKOFF)
-            self._set_timer(group.failed, trio.current_time() + group.delay)
-            return False
-        group.phase = _Group.STARTING
-        return True
+            self._set_timer(group.failed, now + group.delay)
+            return
+        self._group_begin_start(group)
 
-    def _group_start_step(self, group: _Group) -> None:
-        """Start the next member, in start order; end the group restart after the last."""
-        for slot in sorted(group.members, key=_by_order):
-            if slot in group.started:
-                continue
+    def _group_begin_start(self, group: _Group) -> None:
+        group.phase = _Group.STARTING
+        wave = group.start_wave = self._order.start(sorted(group.members, key=_by_order))
+        self._group_start(group, wave.first)
+
+    def _group_start(self, group: _Group, slots: Sequence[_Slot]) -> None:
+        """Start the members free to start; end the group restart once all are started."""
+        wave = group.start_wave
+        if wave is None:
+            return
+        todo = list(slots)
+        for slot in todo:  # grows while it is walked: the members passed over free others
             group.started.add(slot)
             if slot.spec.restart is _NEVER and slot is not group.failed:
-                continue  # OTP temporary child: not started again
+                todo.extend(wave.started(slot))  # OTP temporary child: not started again
+                continue
             self._respawn(slot, count=True)
             slot.in_sequence = True
-            return
-        self._group = None
-        self._maybe_done()
+        if not wave.left and self._group is group:
+            self._group = None
+            self._maybe_done()
 
     # -- stopping ---------------------------------------------------------------------------
 
     def _on_parent_stop(self, reason: str | None) -> None:
-        if self._running:
-            self._begin_stop(reason)
+        """Our parent asked us to stop: by the deadline it gave us (its token's), at the latest."""
+        if not self._running:
+            return
+        parent = self._parent_slot
+        if parent is not None and parent.token is not None:
+            self._tighten(parent.token.deadline)
+        self._begin_stop(reason)
+
+    def _tighten(self, deadline: float) -> None:
+        """Bring the tree's stop deadline to *deadline*, if that is earlier.
+
+        Players in their soft phase now see the earlier deadline on their token, and nested
+        conductors pass it on to theirs; at the deadline, whatever still runs is hard-cancelled.
+        """
+        if not deadline < self._deadline:
+            return
+        self._deadline = deadline
+        if self._phase != _Phase.STOPPING or self._force:
+            return
+        if deadline < self._wake_at:
+            self._arm(deadline)
+        for slot in self._slots:
+            if slot.alive and slot.stop_requested and not slot.hard:
+                child = slot.child
+                if child is not None:
+                    child._tighten(deadline)
+                token = slot.token
+                if token is not None:
+                    token._request(token.reason, deadline)  # deadlines only come earlier
+
+    def _deadline_passed(self) -> None:
+        """The tree's stop deadline: hard-cancel everything that still runs."""
+        alive = [slot for slot in self._slots if slot.alive]
+        if self._within is not None and alive:
+            logger.warning(
+                "conductor %s: the stop deadline (within %g s) has passed; hard-cancelling"
+                " %d players still running: %s",
+                self._path,
+                self._within,
+                len(alive),
+                ", ".join(slot.name for slot in alive),
+                extra={"path": self._path},
+            )
+        self._force = True
+        self._stop_all_at_once(None, hard=True)
+
+    def _drain(self, seconds: float, reason: str | None, within: float | None) -> None:
+        """Stay up, and not ready, for *seconds*, then stop (the runner's drain).
+
+        *within* is the whole stop's deadline, drain included. A stop requested meanwhile
+        ends the drain at once; a tree that is not running (still starting) is stopped now.
+        """
+        now = trio.current_time()
+        if not self._running or self._phase != _Phase.RUNNING or self._draining is not None:
+            self.stop(reason, within=within)
+            return
+        if within is not None:
+            self._within = within
+            self._deadline = now + within
+        self._draining = reason or "stop requested"
+        if self._hook is not None:
+            until = now + seconds
+            self._emit(events.Draining(path=self._path, time=now, reason=reason, until=until))
+        if logger.isEnabledFor(_INFO):
+            logger.info(
+                "conductor %s draining for %g s before it stops: %s",
+                self._path,
+                seconds,
+                self._draining,
+                extra={"path": self._path},
+            )
+        self._drain_end = now + seconds
+        if self._drain_end < self._wake_at:
+            self._arm(self._drain_end)
 
     def _fail(self, reason: str) -> None:
         """Stop because of a failure that will be reported, and tell the parent at once."""
@@ -1630,8 +1844,8 @@ class Conductor:
         if self._parallel or force:
             self._stop_all_at_once(reason, hard=False)
         else:
-            self._stop_cursor = len(self._slots) - 1
-            self._stop_next()
+            wave = self._stopping = self._order.stop(None)
+            self._stop_these(wave.first, reason)
         self._maybe_done()
 
     def _enter_stopping(self, reason: str | None) -> None:
@@ -1647,6 +1861,10 @@ class Conductor:
             )
         self._group = None
         self._group_pending.clear()
+        self._starting = None
+        self._drain_end = _INF
+        if self._deadline < self._wake_at:
+            self._arm(self._deadline)
         for slot in self._slots:
             if slot.state is _S.BACKOFF:
                 self._cancel_backoff(slot)
@@ -1655,18 +1873,13 @@ class Conductor:
         for hook in self._stop_hooks:
             hook(reason)
 
-    def _stop_next(self) -> None:
-        """Stop the latest-started player still alive; the others wait for it to be gone."""
-        slots = self._slots
-        cursor = self._stop_cursor
-        while cursor >= 0:
-            slot = slots[cursor]
-            if slot.alive:
-                if not slot.stop_requested:
-                    self._stop_slot(slot, trio.current_time(), self._stop_reason)
-                break
-            cursor -= 1
-        self._stop_cursor = cursor
+    def _stop_these(self, slots: Sequence[_Slot], reason: str | None) -> None:
+        """Stop the players the stop's wave has freed; the others wait for them to be gone."""
+        if slots:
+            now = trio.current_time()
+            for slot in slots:
+                if slot.alive and not slot.stop_requested:
+                    self._stop_slot(slot, now, reason)
 
     def _stop_all_at_once(self, reason: str | None, *, hard: bool) -> None:
         """Stop every live player, latest first: the soft phase where it applies, unless *hard*.
@@ -1703,13 +1916,16 @@ class Conductor:
         token = slot.token
         if token is None or self._force or slot.hard:
             return True
-        grace = self._grace_of(slot)
-        deadline = now + grace
+        deadline = now + self._grace_of(slot)
+        if deadline > self._deadline:  # the tree's deadline comes first
+            deadline = self._deadline
+            if deadline <= now:
+                return True
         if logger.isEnabledFor(_INFO):
             logger.info(
                 "player %s stopping, with %g s to finish",
                 slot.path,
-                grace,
+                deadline - now,
                 extra={"path": slot.path},
             )
         if self._hook is not None:
@@ -1774,11 +1990,15 @@ class Conductor:
         return self._grace
 
     def _stop_budget(self) -> float:
-        """The longest an orderly stop of this run can take: the soft windows, added up."""
-        graces = [self._grace_of(slot) for slot in self._slots if slot.alive]
-        if not graces:
-            return 0.0
-        return max(graces) if self._parallel else sum(graces)
+        """The longest an orderly stop of this run can take, from the players alive now."""
+        graces = {slot.name: self._grace_of(slot) for slot in self._slots if slot.alive}
+        if self._parallel or not graces:
+            return max(graces.values(), default=0.0)
+        order = self._order
+        if isinstance(order, Line):
+            return sum(graces.values())
+        edges = {slot.name: tuple(dep.name for dep in order.after(slot)) for slot in self._slots}
+        return longest_path(list(edges), edges, lambda name: graces.get(name, 0.0))
 
     # -- errors and diagnostics -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import final
 import attrs
 
 __all__ = [
+    "Draining",
     "Event",
     "Failed",
     "Finished",
@@ -74,6 +75,23 @@ class Stopping(Event):
 
     reason: str | None
     deadline: float
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Draining(Event):
+    """The conductor at ``path`` drains: it is not ready, and stops at ``until``.
+
+    The runner's ``drain=`` (``--drain``): on the first signal the tree keeps serving, while
+    ``/readyz`` answers 503, so that load balancers stop sending traffic before the stop.
+
+    Example::
+
+        Draining(path="app", time=30.0, reason="received SIGTERM", until=35.0)
+    """
+
+    reason: str | None
+    until: float
 
 
 @final

@@ -13,7 +13,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, final
+from typing import Any, Literal, cast, final
 
 import attrs
 
@@ -116,6 +116,12 @@ class PlayerSpec:
             ``task_status``: a plain player cannot fail to start.
         backoff: the delays between its restarts (:class:`Backoff`; ``None`` restarts at
             once). Only used when ``restart`` restarts it.
+        after: the names of siblings (players of the same conductor) that must be started
+            before it starts, and that stay up until it has stopped: ``("db", "cache")``.
+            ``None`` (the default): after the player declared just before it, so a conductor
+            whose players name no dependency starts them in a line and stops them in
+            reverse. ``()``: after nothing; such players start side by side. The names are
+            checked by the conductor (unknown names and cycles are ``ValueError``).
         ready_required: whether its conductor counts it for readiness (default ``True``).
             ``False``: while it starts, restarts or stops, the tree stays ready (``/readyz``
             answers 200), for a player that serves no traffic, such as a periodic job or one
@@ -127,6 +133,7 @@ class PlayerSpec:
         orchestra.PlayerSpec(migrate, significant=True)
         orchestra.PlayerSpec(consume, restart=orchestra.Restart.ON_FAILURE)
         orchestra.PlayerSpec(report, restart="always", ready_required=False)
+        orchestra.PlayerSpec(web_server, after=("db", "cache"))
     """
 
     fn: Callable[..., Awaitable[object]]
@@ -137,6 +144,7 @@ class PlayerSpec:
     start_timeout: float | None
     backoff: Backoff | None
     ready_required: bool
+    after: tuple[str, ...] | None
     takes_task_status: bool = attrs.field(repr=False)
 
     def __init__(  # noqa: PLR0913 - the options are keyword-only and each is documented
@@ -149,6 +157,7 @@ class PlayerSpec:
         start_timeout: float | None = None,
         backoff: Backoff | None = DEFAULT_BACKOFF,
         ready_required: bool = True,
+        after: tuple[str, ...] | list[str] | None = None,
     ) -> None:
         where = f"PlayerSpec({describe(fn)})"
         _check_callable(fn, where)
@@ -165,6 +174,7 @@ class PlayerSpec:
                 " since its normal return must end the conductor"
             )
             raise ValueError(msg)
+        after = _as_after(after, where)
         takes = wants_task_status(fn)
         if start_timeout is not None and not takes:
             msg = (
@@ -173,7 +183,16 @@ class PlayerSpec:
             )
             raise ValueError(msg)
         self.__attrs_init__(  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
-            fn, args, grace, restart, significant, start_timeout, backoff, ready_required, takes
+            fn,
+            args,
+            grace,
+            restart,
+            significant,
+            start_timeout,
+            backoff,
+            ready_required,
+            after,
+            takes,
         )
 
 
@@ -195,6 +214,29 @@ def _as_restart(value: object, where: str) -> Restart:
             raise ValueError(msg) from None
     msg = f"{where}: restart must be a Restart or one of its names, not {type(value).__name__}"
     raise TypeError(msg)
+
+
+def _as_after(value: object, where: str) -> tuple[str, ...] | None:
+    """``after`` as a tuple of names, else a clear error (a bare str is a mistake)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        msg = (
+            f"{where}: after must be a tuple of player names, such as ('db',),"
+            f" not {type(value).__name__}"
+        )
+        raise TypeError(msg)
+    names = cast("tuple[object, ...] | list[object]", value)
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str):
+            msg = f"{where}: after must hold player names (str), not {type(name).__name__}"
+            raise TypeError(msg)
+        if name in seen:
+            msg = f"{where}: after names {name!r} twice"
+            raise ValueError(msg)
+        seen.add(name)
+    return tuple(cast("tuple[str, ...]", tuple(names)))
 
 
 _default_specs: weakref.WeakKeyDictionary[object, PlayerSpec] = weakref.WeakKeyDictionary()

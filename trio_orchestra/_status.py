@@ -37,6 +37,10 @@ class PlayerStatus:
             process of :func:`run_process`; ``None`` before it is started.
         cut_off: its last run had subscribed to the soft phase and was hard-cancelled before
             it returned (its work in hand was cut off).
+        after: the names of the siblings it is after (the resolved edges of its conductor's
+            order: for a line, the player before it).
+        stop_budget: for a conductor, the longest its orderly stop can take now (see
+            :meth:`Conductor.stop_budget`); ``None`` for a leaf.
         not_ready: why it is not ready, one reason per player that keeps it from being ready
             (``"app/web is starting"``); empty when it is ready. See :attr:`ready`.
         children: a read-only mapping from name to node, in start order (empty for a leaf;
@@ -55,6 +59,8 @@ class PlayerStatus:
     started_at: float | None = None
     started_value: object = attrs.field(default=None, repr=False)
     cut_off: bool = False
+    after: tuple[str, ...] = ()
+    stop_budget: float | None = None
     not_ready: tuple[str, ...] = ()
     children: Mapping[str, PlayerStatus] = attrs.field(factory=_no_children, repr=False)
 

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+from ._events import Draining as Draining
 from ._events import Event as Event
 from ._events import Failed as Failed
 from ._events import Finished as Finished
@@ -27,6 +28,7 @@ from ._events import Stopping as Stopping
 from ._events import Straggling as Straggling
 
 __all__ = [
+    "Draining",
     "Event",
     "Failed",
     "Finished",
