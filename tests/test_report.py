@@ -5,7 +5,14 @@ from __future__ import annotations
 import types
 
 from trio_orchestra import PlayerState, PlayerStatus, events
-from trio_orchestra._report import event_line, one_line, readiness, tree_text
+from trio_orchestra._report import (
+    event_line,
+    one_line,
+    page_html,
+    readiness,
+    status_json,
+    tree_text,
+)
 
 S = PlayerState
 
@@ -70,6 +77,7 @@ def test_each_event_is_one_short_status_line() -> None:
         event_line(events.Restarting(path="a", time=0, delay=0.5, restarts=3)),
         event_line(events.Straggling(path="a", time=0, where=())),
         event_line(events.RestartLimitExceeded(path="a", time=0, max_restarts=5, period=60)),
+        event_line(events.Draining(path="a", time=1, reason="received SIGTERM", until=6)),
     ]
     assert lines == [
         "a starting",
@@ -82,4 +90,30 @@ def test_each_event_is_one_short_status_line() -> None:
         "a restarting in 0.5 s (restart 3)",
         "a is stuck after its hard cancel",
         "a gave up: more than 5 restarts in 60 s",
+        "a draining for 5 s: received SIGTERM",
     ]
+
+
+GRAPH = node(
+    "app",
+    S.RUNNING,
+    node("app/db", S.RUNNING),
+    node("app/cache", S.RUNNING),
+    node("app/web", S.RUNNING, after=("db", "cache")),
+    stop_budget=12.5,
+)
+
+
+def test_the_renderings_show_the_graph_and_the_stop_budget() -> None:
+    """Each node's edges and the conductor's budget: in the view, the JSON and the page."""
+    assert tree_text(GRAPH, now=0.0) == (
+        "app running, ready, stop budget 12.5 s\n"
+        "  db     running\n"
+        "  cache  running\n"
+        "  web    running   after db, cache"
+    )
+    assert '"after": [\n        "db",\n        "cache"\n      ]' in status_json(GRAPH, now=0.0)
+    assert '"stop_budget": 12.5' in status_json(GRAPH, now=0.0)
+    page = page_html(GRAPH, now=0.0)
+    assert "restarts 0, after db, cache</span>" in page
+    assert "restarts 0, stop budget 12.5 s</span>" in page

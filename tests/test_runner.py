@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,6 +139,10 @@ CHILD = textwrap.dedent(
         conductor = orchestra.Conductor({name: PLAYERS[name]}, name="svc", grace=60)
         if mode == "run":
             orchestra.run(conductor)
+        elif mode == "drain":  # a 1.5 s drain, a 3 s deadline, the health endpoint on argv[3]
+            orchestra.run(conductor, drain=1.5, stop_within=3, health=sys.argv[3])
+        elif mode == "within":
+            orchestra.run(conductor, stop_within=1)
         elif mode == "force":
             orchestra.run(conductor, force_exit_after=0.5)
         elif mode == "play":
@@ -520,3 +525,90 @@ def test_the_demo_refuses_one_address_for_both_web_and_health(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert "--web and --health are both 127.0.0.1:8123; give them different ports" in result.stderr
+
+
+def _readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_a_drain_keeps_serving_not_ready_then_stops(spawn: Callable[..., Child]) -> None:
+    """SIGTERM with drain=1.5: /readyz turns 503 (draining) at once; the stop comes 1.5 s later."""
+    port = _free_port()
+    child = spawn("drain", "polite", f"127.0.0.1:{port}")
+    child.wait_for("READY")
+    assert _readyz(port)[0] == 200
+    signalled = time.monotonic()
+    child.signal(signal.SIGTERM)
+    deadline = signalled + 1
+    status, body = _readyz(port)
+    while time.monotonic() < deadline:
+        status, body = _readyz(port)
+        if status == 503:
+            break
+    assert (status, body) == (503, "not ready: svc is draining before its stop: received SIGTERM\n")
+    child.wait_for("SOFT received SIGTERM")
+    assert time.monotonic() - signalled >= 1.5
+    status, out, _ = child.finish()
+    assert status == 0
+    assert "POLITE DONE" in out
+
+
+def test_a_second_signal_ends_the_drain_then_a_fourth_exits_70(spawn: Callable[..., Child]) -> None:
+    """During a drain, SIGTERM again begins the stop at once; the exit waits for a fourth."""
+    port = _free_port()
+    child = spawn("drain", "stuck", f"127.0.0.1:{port}")
+    child.wait_for("READY")
+    signalled = time.monotonic()
+    child.signal(signal.SIGTERM)
+    time.sleep(0.3)  # the kernel merges a signal sent while the same one is pending
+    child.signal(signal.SIGTERM)
+    child.wait_for("STUCK")
+    assert time.monotonic() - signalled < 1.5  # before the drain's end
+    while child.process.poll() is None:
+        child.signal(signal.SIGTERM)
+        time.sleep(0.2)
+    status, _, err = child.finish()
+    assert status == 70
+    assert "exiting after a fourth signal (SIGTERM)" in err
+
+
+def test_stop_within_cuts_a_slow_player_at_the_deadline(spawn: Callable[..., Child]) -> None:
+    """stop_within=1: a player with 60 s of grace that takes 30 s is cut off after 1 s; exit 0."""
+    child = spawn("within", "slow_polite")
+    child.wait_for("READY")
+    signalled = time.monotonic()
+    child.signal(signal.SIGTERM)
+    status, out, err = child.finish()
+    took = time.monotonic() - signalled
+    assert status == 0
+    assert "STOPPING SLOWLY" in out
+    assert "SLOW DONE" not in out
+    assert "player svc/slow_polite was cut off" in err
+    assert 1 <= took < 10
+
+
+def test_the_command_line_refuses_a_drain_longer_than_the_deadline(script: Path) -> None:
+    """--drain 30 --stop-within 20: one line naming both, exit 2, nothing runs."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_orchestra",
+            "run",
+            "child:polite",
+            "--drain",
+            "30",
+            "--stop-within",
+            "20",
+        ],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "drain (30 s) must not exceed stop_within (20 s)" in result.stderr

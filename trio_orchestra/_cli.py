@@ -18,7 +18,7 @@ from typing import NoReturn, cast
 
 from ._checks import MAX_PORT, parse_address
 from ._conductor import Conductor
-from ._runner import as_conductor, run
+from ._runner import StopPlan, as_conductor, run
 from ._spec import AsyncFn, PlayerSpec
 
 __all__ = ["main"]
@@ -69,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
         "--force-exit-after",
         type=_seconds,
         help="exit with status 70 this many seconds after the stop began",
+    )
+    run_cmd.add_argument(
+        "--stop-within",
+        type=_seconds,
+        metavar="SECONDS",
+        help="one deadline for the whole stop (drain included), e.g. Kubernetes' grace period"
+        " less a margin",
+    )
+    run_cmd.add_argument(
+        "--drain",
+        type=_seconds,
+        metavar="SECONDS",
+        help="on the first signal, answer /readyz 503 and keep serving this long, then stop",
     )
     run_cmd.add_argument(
         "--health",
@@ -190,14 +203,26 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.stdout.flush()
         conductor = demo_conductor(args.web)
         force_exit_after = None
+        stop_within = drain = None
     else:
+        try:  # before the target is imported: nothing of it runs
+            StopPlan.checked(args.drain, args.stop_within)
+        except ValueError as exc:
+            parser.error(str(exc))
         if "" not in sys.path:
             sys.path.insert(0, "")  # like `python -m`: the current directory is importable
         conductor = _load(parser, args.target)
         if args.grace is not None:
             conductor = as_conductor(conductor, grace=args.grace)
         force_exit_after = args.force_exit_after
+        stop_within, drain = args.stop_within, args.drain
     try:
-        run(conductor, force_exit_after=force_exit_after, health=args.health)
+        run(
+            conductor,
+            force_exit_after=force_exit_after,
+            health=args.health,
+            stop_within=stop_within,
+            drain=drain,
+        )
     except ModuleNotFoundError as exc:  # --health without h11: said before anything runs
         parser.error(str(exc))

@@ -1781,6 +1781,8 @@ class Conductor:
         """
         now = trio.current_time()
         if not self._running or self._phase != _Phase.RUNNING or self._draining is not None:
+            if self._running and self._draining is None:
+                self._draining = reason or "stop requested"  # asked, if too late to drain
             self.stop(reason, within=within)
             return
         if within is not None:

@@ -83,6 +83,8 @@ def _node_json(node: PlayerStatus, now: float) -> dict[str, object]:
         "last_error": describe_error(node.last_error),
         "uptime": uptime(node, now),
         "cut_off": node.cut_off,
+        "after": list(node.after),
+        "stop_budget": node.stop_budget,
         "children": [_node_json(child, now) for child in node.children.values()],
     }
 
@@ -129,6 +131,10 @@ def _node_html(node: PlayerStatus, now: float) -> str:
     facts = [f"restarts {node.restarts}"]
     if up is not None:
         facts.append(f"up {up:.0f} s")
+    if node.after:
+        facts.append("after " + ", ".join(node.after))
+    if node.stop_budget is not None:
+        facts.append(f"stop budget {node.stop_budget:g} s")
     if node.cut_off:
         facts.append("cut off at its stop")
     error = describe_error(node.last_error)
@@ -201,6 +207,8 @@ def event_line(event: events.Event) -> str:
         what = f"stopping: {event.reason or 'stop requested'}"
     elif isinstance(event, events.RestartLimitExceeded):
         what = f"gave up: more than {event.max_restarts} restarts in {event.period:g} s"
+    elif isinstance(event, events.Draining):
+        what = f"draining for {event.until - event.time:g} s: {event.reason or 'stop requested'}"
     elif isinstance(event, events.Straggling):
         what = "is stuck after its hard cancel"
     elif isinstance(event, events.Stopped) and event.cut_off:
@@ -222,6 +230,8 @@ def tree_text(tree: PlayerStatus, now: float) -> str:
     """The tree as a few aligned lines of text, for a terminal."""
     waiting = readiness(tree)
     head = f"{tree.path} {tree.state.value}, {'ready' if not waiting else 'not ready'}"
+    if tree.stop_budget is not None:
+        head += f", stop budget {tree.stop_budget:g} s"
     rows: list[tuple[str, PlayerStatus]] = []
 
     def add(node: PlayerStatus, depth: int) -> None:
@@ -239,6 +249,8 @@ def tree_text(tree: PlayerStatus, now: float) -> str:
         up = uptime(node, now)
         if up is not None:
             facts.append(f"up {up:.0f} s")
+        if node.after:
+            facts.append("after " + ", ".join(node.after))
         if node.cut_off:
             facts.append("cut off")
         error = describe_error(node.last_error)

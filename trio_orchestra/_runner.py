@@ -16,6 +16,7 @@ the players still running by their live frames when one of them is what blocks t
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -25,8 +26,10 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import FrameType
 from typing import NoReturn, TextIO
 
+import attrs
 import trio
 
+from ._checks import check_time
 from ._conductor import Conductor
 from ._errors import ConductorError
 from ._health import HealthEndpoint
@@ -35,7 +38,7 @@ from ._report import event_line, one_line
 from ._spec import PlayerSpec, as_spec, describe
 from ._systemd import SystemdNotifier
 
-__all__ = ["as_conductor", "play_until_signal", "run"]
+__all__ = ["StopPlan", "as_conductor", "play_until_signal", "run"]
 
 #: The exit status after a forced exit that left players running (EX_SOFTWARE).
 EXIT_STUCK = 70
@@ -70,20 +73,50 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+@attrs.frozen
+class StopPlan:
+    """How the runner stops the tree on the first signal: a drain, then one deadline."""
+
+    drain: float | None = None
+    stop_within: float | None = None
+
+    @classmethod
+    def checked(cls, drain: float | None, stop_within: float | None) -> StopPlan:
+        """The plan, or a clear error: times are seconds, and the drain counts inside."""
+        check_time(drain, "drain", "the runner", allow_none=True)
+        check_time(stop_within, "stop_within", "the runner", allow_none=True)
+        if drain is not None and stop_within is not None and drain > stop_within:
+            msg = (
+                f"the runner: drain ({drain:g} s) must not exceed stop_within"
+                f" ({stop_within:g} s), since the drain counts inside the stop's deadline"
+            )
+            raise ValueError(msg)
+        return cls(drain, stop_within)
+
+
 class _SignalCatcher:
-    """Counts signals: the first stops gracefully, the second forces, the third calls out."""
+    """Counts signals: the first stops gracefully, the second forces, the third calls out.
+
+    With a drain, the first signal drains instead, and a second one during the drain begins
+    the stop: the force and the exit come one signal later.
+    """
 
     def __init__(
         self,
         conductor: Conductor,
         signals: Sequence[int],
         on_last: Callable[[str, FrameType | None], object] | None,
+        plan: StopPlan,
+        on_first: Callable[[str], object] | None = None,
     ) -> None:
         self._conductor = conductor
         self._signals = signals
         self._on_last = on_last
+        self._plan = plan
+        self._on_first = on_first
         self._token = trio.lowlevel.current_trio_token()
         self._count = 0
+        self._shift = 0  # 1 once a signal has cut a drain short
 
     @contextlib.contextmanager
     def installed(self) -> Generator[None, None, None]:
@@ -97,19 +130,36 @@ class _SignalCatcher:
                 signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # A signal handler runs in the main thread, Trio's: reading the conductor is safe.
         self._count += 1
+        if self._count == 2 and self._plan.drain is not None:  # noqa: PLR2004
+            conductor = self._conductor
+            if conductor._drain_end != math.inf or conductor._draining is None:
+                self._shift = 1  # it ends the drain (or the drain has not begun yet)
+        count = self._count - self._shift
         name = _signal_name(signum)
-        if self._count >= 3 and self._on_last is not None:  # noqa: PLR2004 - the third signal
-            self._on_last(f"a third signal ({name})", frame)  # frame: where the loop is now
+        if count >= 3 and self._on_last is not None:  # noqa: PLR2004 - the third signal
+            which = "a fourth signal" if self._shift else "a third signal"
+            self._on_last(f"{which} ({name})", frame)  # frame: where the loop is now
             return
         del frame
+        action = "first" if self._count == 1 else "end drain" if count == 1 else "force"
         # Ignore the error if the run has just finished; the handlers go right after.
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self._deliver, name, self._count)
+            self._token.run_sync_soon(self._deliver, name, action)
 
-    def _deliver(self, name: str, count: int) -> None:
-        if count == 1:
-            self._conductor.stop(f"received {name}")
+    def _deliver(self, name: str, action: str) -> None:
+        plan = self._plan
+        if action == "first":
+            reason = f"received {name}"
+            if self._on_first is not None:
+                self._on_first(reason)
+            if plan.drain is None:
+                self._conductor.stop(reason, within=plan.stop_within)
+            else:
+                self._conductor._drain(plan.drain, reason, plan.stop_within)
+        elif action == "end drain":
+            self._conductor.stop(f"received {name} again: the drain is cut short")
         else:
             self._conductor.stop(f"received {name} again: forced stop", force=True)
 
@@ -161,28 +211,38 @@ class _ReadyNotice:
             self._notifier.send("READY=1", "STATUS=" + one_line(tree))
 
 
-async def _play(  # noqa: C901 - one place sets up and tears down every operation
+async def _play(  # noqa: C901, PLR0913 - one place sets up and tears down every operation
     conductor: Conductor,
     signals: Sequence[int],
     *,
     on_last: Callable[[str, FrameType | None], object] | None = None,
     force_exit_after: float | None = None,
     health: HealthEndpoint | None = None,
+    plan: StopPlan | None = None,
 ) -> None:
     """Run *conductor* under the signal handlers, with the operations asked for."""
-    catcher = _SignalCatcher(conductor, signals, on_last)
+    plan = plan or StopPlan()
     notifier = SystemdNotifier.from_environ()
     if on_last is None:
         force_exit_after = None
+    force = (
+        None
+        if force_exit_after is None or on_last is None
+        else _ForceExit(force_exit_after, on_last)
+    )
+
+    def on_first(reason: str) -> None:
+        """The first signal: force_exit_after counts from here, the drain included."""
+        if force is not None:
+            force.start()
+        if notifier is not None and plan.drain is not None:
+            notifier.send(f"STATUS=draining for {plan.drain:g} s: {reason}")
+
+    catcher = _SignalCatcher(conductor, signals, on_last, plan, on_first)
     with catcher.installed():
-        if force_exit_after is None and health is None and notifier is None:
+        if force is None and health is None and notifier is None:
             await conductor()
             return
-        force = (
-            None
-            if force_exit_after is None or on_last is None
-            else _ForceExit(force_exit_after, on_last)
-        )
 
         def on_stop(reason: str | None) -> None:
             if force is not None:
@@ -223,6 +283,8 @@ async def play_until_signal(
     player: Conductor | PlayerSpec | Callable[..., Awaitable[object]],
     *signals: int,
     health: str | None = None,
+    stop_within: float | None = None,
+    drain: float | None = None,
 ) -> None:
     """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
 
@@ -232,6 +294,14 @@ async def play_until_signal(
     :class:`PlayerSpec`) is wrapped in a one-player conductor named after it. A stop caused by
     a signal, in which everything stopped in time, returns normally.
 
+    With *stop_within* (seconds), the first signal's stop has one deadline for the whole tree
+    (:meth:`Conductor.stop` ``within=``): set it to Kubernetes' ``terminationGracePeriodSeconds``
+    or systemd's ``TimeoutStopSec=``, less a margin. With *drain* (seconds), the first signal
+    drains first: ``/readyz`` answers 503 and systemd is told ``STATUS=draining``, while every
+    player keeps running for *drain* seconds, so that load balancers stop sending traffic;
+    then the stop begins. A second signal during the drain begins the stop at once (a third
+    forces it, a fourth exits). The drain counts inside *stop_within*.
+
     With *health* (``"HOST:PORT"``), the health endpoint is served there from before the first
     player starts until the tree has returned (see :doc:`/operations`). When the environment
     has ``NOTIFY_SOCKET`` (systemd's ``Type=notify``), systemd is told ``READY=1`` once the tree
@@ -240,7 +310,8 @@ async def play_until_signal(
 
     Raises:
         ConductorError: a player failed.
-        ValueError: *health* is not ``HOST:PORT``.
+        ValueError: *health* is not ``HOST:PORT``; a time is negative or NaN; *drain* is
+            longer than *stop_within*.
         ModuleNotFoundError: *health* is given but h11 (the ``health`` extra) is not installed.
         OSError: the health endpoint cannot listen (nothing was started).
 
@@ -252,9 +323,10 @@ async def play_until_signal(
 
         trio.run(main)
     """
+    plan = StopPlan.checked(drain, stop_within)
     conductor = as_conductor(player)
     endpoint = None if health is None else HealthEndpoint(conductor, health)
-    await _play(conductor, signals or _DEFAULT_SIGNALS, health=endpoint)
+    await _play(conductor, signals or _DEFAULT_SIGNALS, health=endpoint, plan=plan)
 
 
 def _report_stuck(
@@ -285,12 +357,14 @@ def _report_failure(error: ConductorError, stream: TextIO) -> None:
     stream.flush()
 
 
-def run(
+def run(  # noqa: PLR0913 - keyword-only options, each documented
     player: Conductor | PlayerSpec | Callable[..., Awaitable[object]],
     *,
     signals: Sequence[int] = _DEFAULT_SIGNALS,
     force_exit_after: float | None = None,
     health: str | None = None,
+    stop_within: float | None = None,
+    drain: float | None = None,
 ) -> NoReturn:
     """Run *player* as the program's ``main()``, and exit with its status.
 
@@ -300,16 +374,21 @@ def run(
     * ``0`` when it stopped cleanly, also after a forced stop that left no failure;
     * ``1`` when a player failed (the failures are printed, by path, on stderr), or when the
       health endpoint could not listen (nothing was started);
-    * ``70`` at once, on a third signal or when *force_exit_after* seconds have passed since
-      the stop began: every player still running is printed with where it is stuck.
+    * ``70`` at once, on a third signal (a fourth, after a drain cut short) or when
+      *force_exit_after* seconds have passed since the first signal: every player still
+      running is printed with where it is stuck.
 
-    A bad *health* address, or a missing h11, raises at once, before anything runs.
+    *stop_within* and *drain* are as for :func:`play_until_signal`. A bad *health* address,
+    a missing h11, or a bad time raises at once, before anything runs.
 
     Example::
 
         if __name__ == "__main__":
-            orchestra.run(conductor, force_exit_after=60, health="0.0.0.0:8080")
+            orchestra.run(
+                conductor, drain=5, stop_within=25, force_exit_after=40, health="0.0.0.0:8080"
+            )
     """
+    plan = StopPlan.checked(drain, stop_within)
     conductor = as_conductor(player)
     endpoint = None if health is None else HealthEndpoint(conductor, health)
 
@@ -325,6 +404,7 @@ def run(
                 on_last=exit_now,
                 force_exit_after=force_exit_after,
                 health=endpoint,
+                plan=plan,
             )
         except ConductorError as error:
             _report_failure(error, sys.stderr)
