@@ -118,6 +118,21 @@ def start_stop_ours(n: int, order: str) -> float:
     return _start_then_stop(conductor)
 
 
+def graph_ours(n: int, shape: str) -> float:
+    """A graph of n idle players: ``after=()`` for every one, or a named chain.
+
+    With no edges, every player starts at once and stops at once; a chain (each after the one
+    declared before it, named) starts and stops as a line, through the graph's bookkeeping.
+    """
+    players = {
+        f"p{i}": orchestra.PlayerSpec(
+            idle, after=() if shape == "no edges" or i == 0 else (f"p{i - 1}",)
+        )
+        for i in range(n)
+    }
+    return _start_then_stop(orchestra.Conductor(players))
+
+
 def _start_then_stop(conductor: orchestra.Conductor) -> float:
     """Time starting *conductor* to ready, then stopping it."""
 
@@ -424,6 +439,23 @@ def _scaling(results: list[Result]) -> list[Result]:
     return rows
 
 
+def _graphs(sizes: list[int], *, quick: bool) -> list[Result]:
+    """The graph cases: no edges (barred, DESIGN section 14) and a named chain (reported)."""
+    results: list[Result] = []
+    for shape in ("no edges", "chain"):
+        for n in sizes:
+            ours, bare = _interleaved(
+                3 if quick else (5 if n < LARGE else 3),
+                partial(graph_ours, n, shape),
+                partial(start_stop_bare, n),
+            )
+            bar = OVERHEAD_BAR if shape == "no edges" else None
+            results.append(
+                _per_player(f"graph start+stop, {shape}, GC on", n, (ours, bare), bar=bar)
+            )
+    return results
+
+
 def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
     """Run every case; return the results."""
     sizes = [1000] if quick else [1000, 10_000, 100_000]
@@ -462,6 +494,7 @@ def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
         )
         case = f"tree of {groups} conductors x {size} players vs nested nurseries"
         results.append(_per_player(case, n, (ours, bare), bar=OVERHEAD_BAR))
+    results.extend(_graphs(sizes, quick=quick))
     for n in [1000] if quick else [1000, 10_000]:
         ours, bare = _interleaved(
             3 if quick else 5, partial(shutdown_ours, n), partial(shutdown_bare, n)

@@ -423,6 +423,7 @@ class Conductor:
     _started_at: float | None
     _wake_at: float
     _park_scope: trio.CancelScope | None
+    _parked_until: float
     _parked: bool
     _shield: bool
     _task: trio.lowlevel.Task | None
@@ -907,6 +908,7 @@ class Conductor:
         self._started_at = None
         self._wake_at = _INF
         self._park_scope = None
+        self._parked_until = _INF
         self._parked = False
         self._shield = False
         self._task = None
@@ -1106,6 +1108,7 @@ class Conductor:
         try:
             with trio.CancelScope(deadline=self._wake_at, shield=self._shield) as scope:
                 self._park_scope = scope
+                self._parked_until = self._wake_at
                 self._parked = True
                 await trio.lowlevel.wait_task_rescheduled(self._abort_park)
         except trio.Cancelled as exc:  # our enclosing scope was cancelled: hard stop
@@ -1137,18 +1140,26 @@ class Conductor:
             self._arm(when)
 
     def _arm(self, when: float) -> None:
-        """Wake the supervising task at *when*, or earlier (the park's deadline)."""
+        """The next timer is at *when*: bring the park's deadline to it, if that is earlier.
+
+        A later one leaves the park's deadline as it is, stale: setting a cancel scope's
+        deadline costs more than the rest of a player's start, and a line of ``task_status``
+        players sets and clears a slow-start timer for each. The stale deadline costs at most
+        one spurious wake-up, after which the task parks until ``_wake_at``; and the end of the
+        conductor's start wakes it anyway, so an idle tree parks with no deadline at all.
+        """
         self._wake_at = when
-        if self._park_scope is not None:
+        if when < self._parked_until and self._park_scope is not None:
             self._park_scope.deadline = when
+            self._parked_until = when
 
     def _clear_timer(self, slot: _Slot) -> None:
         if slot.timer != _INF:
             slot.timer = _INF
             timed = self._timed
             timed.discard(slot)
-            if not timed and self._wake_at != _INF:  # no stale wake-up for an idle conductor
-                self._arm(self._own_timer())
+            if not timed:
+                self._wake_at = self._own_timer()
 
     def _own_timer(self) -> float:
         """The conductor's own next timer: the end of a drain, or the stop deadline."""
