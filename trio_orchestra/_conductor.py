@@ -1,5 +1,9 @@
 """The conductor: runs named players in one nursery, starts them in order, stops them in reverse.
 
+The order itself (a line, or a dependency graph from ``PlayerSpec(after=...)``) lives in
+:mod:`trio_orchestra._ordering`, which hands this module *waves*: who may start, or stop, next.
+This module drives them and owns every state change.
+
 Theory of operation
 -------------------
 One run of a :class:`Conductor` is one Trio nursery. Each player is one task in it, wrapped by
@@ -8,10 +12,11 @@ One run of a :class:`Conductor` is one Trio nursery. Each player is one task in 
 
 The *supervising task* is the nursery's body. It parks without polling and wakes only to report
 ``started()``, to fire a timer (a soft phase that ran out, a straggler, a restart after its
-backoff), or to return. Player events are handled in the player's own task as they happen: a
-player that becomes started spawns the next one; a player that exits during a stop requests the
-stop of the one before it; a player that fails is restarted from its own task. So the ordered
-start and the reverse-order stop each cost one scheduler round per player and no extra task.
+backoff, the tree's stop deadline, the end of a drain), or to return. Player events are handled
+in the player's own task as they happen: a player that becomes started spawns the ones its start
+wave frees; a player that exits during a stop requests the stop of those its stop wave frees; a
+player that fails is restarted from its own task. So the ordered start and the reverse-order
+stop each cost one scheduler round per step of the order and no extra task.
 Players are spawned under a context snapshot taken when the run began, so one player's context
 variables never leak into its next sibling.
 
