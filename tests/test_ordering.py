@@ -732,3 +732,69 @@ async def test_a_failure_is_reported_in_a_graph_by_its_path(
     assert_failures(caught.value, {"app/job": KeyError})
     assert journal.time_of("web stopping") == 4
     assert journal.time_of("db stopping") == 5
+
+
+async def test_rest_for_one_on_a_fan_out_stops_and_starts_the_workers_together(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """The db of 50 workers fails: they all stop at once, then db restarts, then they all start."""
+    db = orchestra.PlayerSpec(
+        partial(failing_once, journal, {"runs": 0}),
+        after=(),
+        restart="on_failure",
+        backoff=orchestra.Backoff(initial=1, jitter=0),
+    )
+    players: dict[str, orchestra.PlayerSpec] = {"db": db}
+    for i in range(50):
+        players[f"w{i}"] = spec(journal, f"w{i}", 1, 2, after=("db",), restart="always")
+    conductor = orchestra.Conductor(players, strategy="rest_for_one")
+    async with background(conductor) as run:
+        await trio.sleep(20)
+        assert await run.stop() is None
+    times = {
+        what: {when for when, event in journal.entries if event.endswith(what) and 5 <= when < 20}
+        for what in (" stopping", " gone", " begins", " ready")
+    }
+    assert times == {" stopping": {5}, " gone": {7}, " begins": {8}, " ready": {9}}
+    assert sorted(when for when, event in journal.entries if event == "db begins") == [0, 8]
+
+
+async def test_a_chain_rolls_back_and_restarts_in_reverse_then_in_order(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """A named chain: a start failure stops the started ones last first; rest_for_one too."""
+
+    async def broken(*, task_status: trio.TaskStatus[None]) -> None:
+        await trio.sleep(1)
+        raise OSError("no")
+
+    chain = {
+        f"p{i}": spec(journal, f"p{i}", 1, 1, after=(f"p{i - 1}",) if i else ()) for i in range(3)
+    }
+    chain["p3"] = orchestra.PlayerSpec(broken, after=("p2",))
+    with pytest.raises(orchestra.ConductorError):
+        await orchestra.Conductor(chain)()
+    assert [journal.time_of(f"p{i} stopping") for i in (2, 1, 0)] == [4, 5, 6]
+
+    journal.entries.clear()
+    start = trio.current_time()
+    players = {
+        "p0": orchestra.PlayerSpec(
+            partial(failing_once, journal, {"runs": 0}),
+            restart="on_failure",
+            backoff=orchestra.Backoff(initial=1, jitter=0),
+        )
+    }
+    for i in range(1, 4):
+        players[f"p{i}"] = spec(journal, f"p{i}", 1, 1, after=(f"p{i - 1}",), restart="always")
+    conductor = orchestra.Conductor(players, strategy="rest_for_one")
+    async with background(conductor) as run:
+        await trio.sleep(20)
+        assert await run.stop() is None
+    relative = [(when - start, event) for when, event in journal.entries if 5 <= when - start < 20]
+    assert [event for _, event in relative if "stopping" in event] == [
+        "p3 stopping",
+        "p2 stopping",
+        "p1 stopping",
+    ]
+    assert relative[-1] == (12, "p3 ready")  # gone by 8, db again at 9, then 1 s each
