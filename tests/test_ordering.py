@@ -625,6 +625,7 @@ async def test_the_deadline_hard_cancels_players_still_waiting_their_turn(
     assert trio.current_time() - start == 3
     assert "a stopping" not in journal.events  # hard-cancelled at once, before its turn
     assert "the stop deadline (within 3 s) has passed; hard-cancelling 3 players" in caplog.text
+    assert "player app/a was cut off at the stop deadline" in caplog.text
 
 
 async def test_a_later_stop_may_only_bring_the_deadline_earlier(

@@ -1533,7 +1533,9 @@ class Conductor:
         slot.cut_off = True
         token = slot.token
         late = now - token.deadline if token is not None else 0.0
-        if self._force:
+        if self._force and self._deadline <= now:
+            how = "at the stop deadline"
+        elif self._force:
             how = "when its conductor was hard-stopped"
         else:
             how = f"at the end of its {self._grace_of(slot):g} s grace"
@@ -1941,7 +1943,7 @@ class Conductor:
                 return True
         if logger.isEnabledFor(_INFO):
             logger.info(
-                "player %s stopping, with %g s to finish",
+                "player %s stopping, with %.3g s to finish",
                 slot.path,
                 deadline - now,
                 extra={"path": slot.path},
