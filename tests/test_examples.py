@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -61,33 +63,78 @@ async def test_the_supervision_example_recovers(autojump_clock: trio.testing.Moc
     assert example.attempts == 3
 
 
+async def test_the_graph_example_starts_restarts_and_stops_on_the_graph(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """graph.py prints graph_output.txt at its exact times: start, rest_for_one, stop(within=)."""
+    example = load("graph")
+    conductor = await example.main()
+    assert timeline(capsys.readouterr().out.splitlines()) == timeline(
+        (EXAMPLES / "graph_output.txt").read_text(encoding="utf-8").splitlines()
+    )
+    assert trio.current_time() == 23.5
+    assert conductor.stop_budget() == 20  # workers 15 s, then db 5 s; as a line: 32 s
+    assert conductor.stop_budget(within=3.5) == 3.5
+    nodes = conductor.status().children
+    assert {name: (node.after, node.restarts, node.cut_off) for name, node in nodes.items()} == {
+        "db": ((), 1, True),  # the deadline left it 0.5 s of its 1 s
+        "cache": ((), 0, False),  # nothing it is after failed: left running
+        "web": (("db", "cache"), 1, False),
+        "workers": (("db",), 1, False),
+    }
+
+
+def timeline(lines: list[str]) -> list[str]:
+    """Printed lines in time order; lines of the same instant may come in either order."""
+    return sorted(lines, key=lambda line: (float(line.split(" s ")[0]), line))
+
+
 DEPLOY = EXAMPLES / "deploy"
 
 
-# Seconds between the runner's force exit (which prints where each player is stuck) and the
-# outside SIGKILL (which prints nothing): docs/operations.rst explains the margin.
+# Seconds between the stop's deadline (stop_within), when every player still running is
+# hard-cancelled at once, and the runner's force exit: the hard phases' cleanups (a worker
+# process reaped after SIGKILL, the web server closing its connections). Then seconds between
+# the runner's force exit (which prints where each player is stuck) and the outside SIGKILL
+# (which prints nothing). docs/operations.rst explains both margins.
+HARD_PHASE_MARGIN = 10
 FORCE_EXIT_MARGIN = 10
 
 
-def test_the_deployment_files_outlast_the_runners_force_exit() -> None:
-    """Stop budget < service.py's force_exit_after < the unit's and the Deployment's SIGKILL."""
+def stated(text: str, name: str) -> int:
+    """The number a deployment file's comments give for *name* (``the drain 5``)."""
+    comments = " ".join(line.strip().lstrip("#").strip() for line in text.splitlines())
+    found = re.search(rf"{name},? (\d+)", comments)
+    assert found is not None, f"no {name!r} in the comments of {text!r}"
+    return int(found.group(1))
+
+
+def test_the_deployment_files_agree_with_service_py_on_every_limit_of_the_stop() -> None:
+    """The drain + stop budget <= stop_within < force_exit_after < the unit's and Pod's SIGKILL."""
     service = load("service")
     budget = service.build(workers=4).stop_budget()
-    assert budget == 35
-    force = re.search(r"force_exit_after=(\d+)", (EXAMPLES / "service.py").read_text())
-    assert force is not None
-    force_exit_after = int(force.group(1))
-    assert force_exit_after > budget
+    assert budget == 25  # the web app's 20 s, then the database's 5 s
+    text = (EXAMPLES / "service.py").read_text()
+    for option in ("drain=DRAIN", "stop_within=STOP_WITHIN", "force_exit_after=FORCE_EXIT_AFTER"):
+        assert option in text
+    assert service.DRAIN + budget <= service.STOP_WITHIN
+    assert service.STOP_WITHIN + HARD_PHASE_MARGIN <= service.FORCE_EXIT_AFTER
     unit = (DEPLOY / "service.service").read_text()
     assert "Type=notify" in unit
     assert re.search(r"^WatchdogSec=\d+$", unit, re.MULTILINE)
     stop = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)
     assert stop is not None
-    assert int(stop.group(1)) >= force_exit_after + FORCE_EXIT_MARGIN
+    assert int(stop.group(1)) >= service.FORCE_EXIT_AFTER + FORCE_EXIT_MARGIN
     deployment = (DEPLOY / "deployment.yaml").read_text()
     grace = re.search(r"terminationGracePeriodSeconds: (\d+)", deployment)
     assert grace is not None
-    assert int(grace.group(1)) >= force_exit_after + FORCE_EXIT_MARGIN
+    assert int(grace.group(1)) >= service.FORCE_EXIT_AFTER + FORCE_EXIT_MARGIN
+    for text, outside, kill in ((unit, "TimeoutStopSec", stop), (deployment, "this period", grace)):
+        assert stated(text, "the drain") == service.DRAIN
+        assert stated(text, "the stop budget") == budget
+        assert stated(text, "stop_within") == service.STOP_WITHIN
+        assert stated(text, "force_exit_after") == service.FORCE_EXIT_AFTER
+        assert stated(text, outside) == int(kill.group(1))
     assert "readinessProbe:\n            httpGet: {path: /readyz, port: health}" in deployment
     assert "livenessProbe:\n            httpGet: {path: /livez, port: health}" in deployment
 
@@ -124,10 +171,14 @@ def test_systemd_analyze_rates_the_unit_ok_or_better() -> None:
     assert float(overall.group(1)) < 5.0, result.stdout
 
 
-def test_the_service_is_ready_for_systemd_and_stops_its_workers_on_sigterm(
+def test_the_service_is_ready_for_systemd_drains_then_stops_its_workers_on_sigterm(
     tmp_path: Path,
 ) -> None:
-    """service.py as systemd runs it: READY=1, /readyz 200, then SIGTERM reaches each worker."""
+    """service.py as systemd runs it: READY=1, /readyz 200; SIGTERM: a drain, then the stop.
+
+    The drain is 5 s of /readyz 503 and ``STATUS=draining``; then each worker stops, the
+    database after the web app and the workers, and the program exits 0.
+    """
     manager = Manager(str(tmp_path / "notify"))
     env = {
         **os.environ,
@@ -151,16 +202,33 @@ def test_the_service_is_ready_for_systemd_and_stops_its_workers_on_sigterm(
             if "health endpoint on " in line:
                 health = line.split("health endpoint on ")[1].strip()
                 break
-        with urllib.request.urlopen(health + "readyz", timeout=10) as answer:  # noqa: S310
-            assert answer.status == 200
+        assert readyz(health) == (200, "ready\n")
+        signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
+        manager.wait_for("STATUS=draining for 5 s: received SIGTERM")
+        assert readyz(health) == (
+            503,
+            "not ready: service is draining before its stop: received SIGTERM\n",
+        )
+        manager.wait_for("STOPPING=1")
+        assert time.monotonic() - signalled >= 5  # the drain first
         _, err = process.communicate(timeout=30)
         assert process.returncode == 0, err
         assert "worker-0 stdout: worker-0: stopped after" in err
         assert "worker-1 stdout: worker-1: stopped after" in err
-        manager.wait_for("STOPPING=1")
+        assert err.index("player service/workers stopped") < err.index("database pool closed")
+        assert err.index("player service/web stopped") < err.index("database pool closed")
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
         manager.socket.close()
+
+
+def readyz(health: str) -> tuple[int, str]:
+    """The status and body of ``/readyz`` at the endpoint *health* (``http://host:port/``)."""
+    try:
+        with urllib.request.urlopen(health + "readyz", timeout=10) as answer:  # noqa: S310
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

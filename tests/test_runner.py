@@ -407,14 +407,10 @@ def test_the_command_line_rejects_a_bad_target(script: Path, target: str, messag
     assert message in result.stderr
 
 
-def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
-    tmp_path: Path,
-) -> None:
-    """``python -m trio_orchestra demo`` works as the README says.
+def _start_the_demo(tmp_path: Path) -> tuple[Child, list[str], str, str]:
+    """Run the demo until its graph is up; check its start order, /status and page.
 
-    It prints its banner, its tree starts, the health endpoint and the web app answer, and
-    SIGINT stops it in reverse order, flaky first, the sidecar process on SIGTERM, the workers
-    finishing the job in hand: no failure, no player cut off, no traceback, exit 0.
+    Returns the child, the lines of stderr so far, the health endpoint's and the web app's URLs.
     """
     child = Child(
         ["-m", "trio_orchestra", "demo", "--health", "127.0.0.1:0", "--web", "127.0.0.1:0"],
@@ -429,34 +425,72 @@ def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
             health = line.split("health endpoint on ")[1].strip()
         if "Running on http://" in line:  # hypercorn says where the web app listens
             web = line.split("Running on ")[1].split()[0]
-        if "sidecar: tick 1" in line:  # its SIGTERM handler is in place
+        if "player demo/web started" in line:  # the last of the graph: after db and cache
             break
     assert health.startswith("http://127.0.0.1:"), lines
+    started = [line.split("player ")[1].split()[0] for line in lines if " started" in line]
+    assert started.index("demo/web") > max(started.index("demo/db"), started.index("demo/cache"))
+    assert started.index("demo/jobs") > started.index("demo/db")
     with urllib.request.urlopen(health + "status", timeout=10) as answer:  # noqa: S310 - ours
         tree = json.loads(answer.read())
-    assert [node["path"] for node in tree["children"]] == [
-        "demo/web",
-        "demo/jobs",
-        "demo/sidecar",
-        "demo/flaky",
+    assert [(node["path"], node["after"]) for node in tree["children"]] == [
+        ("demo/db", []),
+        ("demo/cache", []),
+        ("demo/jobs", ["db"]),
+        ("demo/web", ["db", "cache"]),
+        ("demo/flaky", []),
     ]
+    assert tree["stop_budget"] == 8
     with urllib.request.urlopen(health, timeout=10) as answer:  # noqa: S310 - ours
-        assert 'data-path="demo/jobs/worker-1"' in answer.read().decode()
+        page = answer.read().decode()
+    assert 'data-path="demo/jobs/worker-1"' in page
+    assert "after db, cache" in page
+    assert "stop budget 8 s" in page
     with urllib.request.urlopen(web + "/hello", timeout=10) as answer:  # noqa: S310 - ours
         assert answer.read() == b"hello from trio-orchestra: you asked for /hello\n"
+    return child, lines, health, web
+
+
+def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    """``python -m trio_orchestra demo`` works as the README says.
+
+    It prints its banner, its graph starts, the health endpoint and the web app answer, and
+    SIGINT drains for 2 s (``/readyz`` 503, the web app still answering), then stops it in
+    graph order: flaky, jobs and web first, db once jobs is gone, cache (a process, on
+    SIGTERM) once web is, the workers finishing the job in hand: no failure, no player cut
+    off, no traceback, exit 0, well within the demo's deadline.
+    """
+    child, lines, health, web = _start_the_demo(tmp_path)
     child.wait_for("python -m trio_orchestra top")  # the banner names the coming live view
+    port = int(health.rstrip("/").rsplit(":", 1)[1])
+    signalled = time.monotonic()
     child.signal(signal.SIGINT)
+    status, body = _readyz(port)
+    while status == 200 and time.monotonic() < signalled + 1:
+        status, body = _readyz(port)
+    assert (status, body) == (503, "not ready: demo is draining before its stop: received SIGINT\n")
+    with urllib.request.urlopen(web + "/draining", timeout=10) as answer:  # noqa: S310 - ours
+        assert answer.status == 200  # the drain keeps serving
     status, out, err = child.finish()
+    took = time.monotonic() - signalled
     assert status == 0, [*lines, err]
+    assert 2 <= took < 10  # the 2 s drain, then a stop of about 1.5 s; the deadline is 10 s
     assert len(out.splitlines()) <= 8  # the banner, and no tree printed every few seconds
     assert "/readyz" in out
-    stopped = [
-        line.split("player ")[1].split()[0] for line in err.splitlines() if " stopped" in line
-    ]
-    assert stopped[0] == "demo/flaky"
-    assert stopped[-1] == "demo/web"
+    assert "conductor demo draining for 2 s before it stops: received SIGINT" in err
+
+    def players(what: str) -> list[str]:
+        return [line.split("player ")[1].split()[0] for line in err.splitlines() if what in line]
+
+    stopping, stopped = players(" stopping, with"), players(" stopped")
+    first_wave = stopping[: min(stopping.index("demo/db"), stopping.index("demo/cache"))]
+    assert {"demo/jobs", "demo/web", "demo/flaky"} <= set(first_wave), stopping
+    assert stopped.index("demo/cache") > stopped.index("demo/web")
+    assert stopped.index("demo/db") > stopped.index("demo/jobs")
     assert stopped.index("demo/jobs") > stopped.index("demo/jobs/worker-1")
-    assert "sidecar: got SIGTERM, cleaning up" in err
+    assert "cache: got SIGTERM, cleaning up" in err
     for sign in ("Traceback", "cut off", " failed:", "ERROR"):
         assert sign not in err, err
 

@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument(
         "--force-exit-after",
         type=_seconds,
-        help="exit with status 70 this many seconds after the stop began",
+        help="exit with status 70 this many seconds after the first signal (drain included)",
     )
     run_cmd.add_argument(
         "--stop-within",
@@ -196,14 +196,19 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser.parse_args(argv)
     _configure_logging(args.log_level)
     if args.command == "demo":
-        from ._demo import banner, demo_conductor  # noqa: PLC0415 - only the demo needs them
+        from ._demo import (  # noqa: PLC0415 - only the demo needs them
+            DRAIN,
+            STOP_WITHIN,
+            banner,
+            demo_conductor,
+        )
 
         _check_demo_ports(parser, args.web, args.health)
         sys.stdout.write(banner(args.web, args.health))
         sys.stdout.flush()
         conductor = demo_conductor(args.web)
         force_exit_after = None
-        stop_within = drain = None
+        stop_within, drain = STOP_WITHIN, DRAIN
     else:
         try:  # before the target is imported: nothing of it runs
             StopPlan.checked(args.drain, args.stop_within)

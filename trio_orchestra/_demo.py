@@ -4,21 +4,30 @@ Why this module: a newcomer should see supervision work, and done right: every p
 subscribes to its stop, finishes what it has in hand and returns, so one Ctrl-C is a clean stop
 (exit 0). The terminal gets a short banner and the events; the tree is on the health page.
 
-The tree::
+The tree is a dependency graph (``PlayerSpec(after=...)``)::
 
-    demo
-    ├── web         an ASGI app served by hypercorn (soft stop: finish requests in flight)
-    ├── jobs        a nested conductor whose players hear the stop at once (stop_order="parallel")
-    │   ├── queue-feeder    puts a job on the queue every second
-    │   ├── worker-1        takes jobs; once stopped, finishes the one in hand, takes no more
+    demo                       strategy="rest_for_one": a player restarts with those after it
+    ├── db       after nothing     an imaginary database: connects in 0.5 s, closes in 0.5 s
+    ├── cache    after nothing     a child process, ready once it says so: SIGTERM on the soft
+    │                              stop, SIGKILL if it must
+    ├── jobs     after db          a nested conductor whose players hear the stop at once
+    │   ├── queue-feeder           puts a job on the queue every second
+    │   ├── worker-1               takes jobs; once stopped, finishes the one in hand, no more
     │   ├── worker-2
-    │   └── report          every 30 s, logs how many jobs are done (a periodic player, ``every``)
-    ├── sidecar     a child process: SIGTERM on the soft stop, SIGKILL if it must
-    └── flaky       fails now and then, restarted with backoff; declared last, so stopped first
+    │   └── report                 every 30 s, logs how many jobs are done (``every``)
+    ├── web      after db, cache   an ASGI app served by hypercorn (finishes requests in flight)
+    └── flaky    after nothing     fails now and then, restarted with backoff (alone: nothing
+                                   is after it)
+
+``db`` and ``cache`` start side by side, ``jobs`` once ``db`` is up, ``web`` once both are. A
+stop runs the other way: ``web``, ``jobs`` and ``flaky`` first, together; ``db`` once ``jobs``
+is gone, ``cache`` once ``web`` is. The stop budget is the longest path of graces, web then
+cache: 8 s.
 
 The runner serves the health endpoint next to it: ``/`` is a page of the tree, ``/readyz`` turns
-503 while ``flaky`` waits in backoff. Press Ctrl-C once for a graceful stop (watch the players
-stop in reverse order), twice to force.
+503 while ``flaky`` waits in backoff. The first Ctrl-C drains for :data:`DRAIN` seconds
+(``/readyz`` 503, every player still running), then stops, all within :data:`STOP_WITHIN`
+seconds; a second Ctrl-C cuts the drain short, a third skips the grace periods.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from ._spec import PlayerSpec
 from ._stop import current_stop
 from ._supervision import Backoff, Restart
 
-__all__ = ["banner", "demo_conductor", "jobs_conductor"]
+__all__ = ["DRAIN", "STOP_WITHIN", "banner", "demo_conductor", "jobs_conductor"]
 
 logger = logging.getLogger("trio_orchestra.demo")
 
@@ -51,6 +60,17 @@ _Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Seconds a job takes; within the pool's grace, so a job in hand is always finished.
 JOB_SECONDS = 1.5
+
+#: Seconds the imaginary database takes to connect, and to close its connections.
+DB_SECONDS = 0.5
+
+#: The runner's drain: seconds of ``/readyz`` 503 with every player running, after the first
+#: Ctrl-C and before the stop.
+DRAIN = 2.0
+
+#: The runner's one deadline for the stop, drain included: the drain, then the tree's stop
+#: budget (8 s). The real stop takes about 2 s after the drain.
+STOP_WITHIN = 10.0
 
 
 async def hello(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
@@ -72,6 +92,18 @@ class _Tally:
 
     def __init__(self) -> None:
         self.done = 0
+
+
+async def database(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """An imaginary database pool: connects, serves until stopped, closes its connections.
+
+    It is stopped only once every player after it (``jobs``) is gone: nobody uses it then.
+    """
+    stop = current_stop()
+    await trio.sleep(DB_SECONDS)  # connecting
+    task_status.started()
+    await stop.wait()
+    await trio.sleep(DB_SECONDS)  # closing its connections
 
 
 async def feeder(send: trio.MemorySendChannel[int]) -> None:
@@ -116,21 +148,23 @@ async def flaky(chance: random.Random) -> None:
         raise ConnectionResetError("the imaginary upstream hung up")
 
 
-SIDECAR = textwrap.dedent(
+CACHE = textwrap.dedent(
     """
     import signal, sys, time
 
     def on_term(signum, frame):
-        print("sidecar: got SIGTERM, cleaning up", flush=True)
+        print("cache: got SIGTERM, cleaning up", flush=True)
         time.sleep(0.5)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
+    time.sleep(0.5)  # warming up
+    print("cache: ready", flush=True)
     tick = 0
     while True:
         tick += 1
-        print(f"sidecar: tick {tick}", flush=True)
         time.sleep(10)
+        print(f"cache: tick {tick}", flush=True)
     """
 )
 
@@ -157,37 +191,50 @@ def jobs_conductor() -> Conductor:
 
 
 def demo_conductor(web: str = "127.0.0.1:8000") -> Conductor:
-    """Build the demo's tree; the web app listens on *web*."""
+    """Build the demo's tree, a graph; the web app listens on *web*."""
     return Conductor(
         {
-            "web": PlayerSpec(serve_asgi(hello, bind=web), grace=5),
-            "jobs": jobs_conductor(),
-            "sidecar": PlayerSpec(
-                run_process([sys.executable, "-u", "-c", SIDECAR]),
+            "db": PlayerSpec(database, after=(), grace=2),
+            "cache": PlayerSpec(
+                run_process([sys.executable, "-u", "-c", CACHE], ready_line=r"^cache: ready$"),
+                after=(),
                 restart=Restart.ON_FAILURE,
                 grace=3,
             ),
-            # Declared last, so stopped first: its token is set in the very call that begins
-            # the tree's stop, and it cannot fail while the others are still stopping.
+            "jobs": PlayerSpec(jobs_conductor(), after=("db",)),
+            # rest_for_one: when cache fails, web is stopped first, and started again once
+            # cache is back (ON_FAILURE: a NEVER player would not be started again).
+            "web": PlayerSpec(
+                serve_asgi(hello, bind=web),
+                after=("db", "cache"),
+                restart=Restart.ON_FAILURE,
+                grace=5,
+            ),
+            # Nothing is after it, so it is in the first wave of a stop: its token is set in
+            # the very call that begins the tree's stop, and it cannot fail while the others
+            # are still stopping. It restarts alone, even under rest_for_one.
             "flaky": PlayerSpec(
                 flaky,
                 random.Random(),  # noqa: S311 - when a demo player fails, not cryptography
+                after=(),
                 restart=Restart.ON_FAILURE,
                 backoff=Backoff(initial=1, maximum=8, reset_after=30),
             ),
         },
         name="demo",
+        strategy="rest_for_one",
         max_restarts=10,
     )
 
 
 _BANNER = """\
-trio-orchestra demo: web, jobs, sidecar and flaky, supervised by the conductor 'demo'.
+trio-orchestra demo: db and cache, then jobs (after db) and web (after both), and flaky.
   health page  {page}  the tree; /status (JSON), /readyz (503 while flaky
-               waits in backoff), /metrics (Prometheus)
+               waits in backoff, or draining), /metrics (Prometheus)
   web app      {web}
   live view    `python -m trio_orchestra top`, in a second terminal (coming later)
-Ctrl-C once for a graceful stop, players in reverse order; twice to skip the grace periods.
+Ctrl-C once: {drain:g} s of draining (/readyz 503), then a graceful stop, dependents first.
+Ctrl-C again to end the drain at once, a third time to skip the grace periods.
 """
 
 
@@ -201,4 +248,4 @@ def _url(address: str) -> str:
 
 def banner(web: str, health: str) -> str:
     """The few lines the demo prints first: where to look, and how to stop it."""
-    return _BANNER.format(page=_url(health), web=_url(web))
+    return _BANNER.format(page=_url(health), web=_url(web), drain=DRAIN)

@@ -1,9 +1,10 @@
-"""A supervised service: an ASGI app, one worker process per core, and a periodic report.
+"""A supervised service: a database pool, an ASGI app, one worker process per core, a report.
 
 Run it with ``python service.py`` (addresses from the environment: ``WEB``, ``HEALTH``,
-``WORKERS``), or as ``python -m trio_orchestra run service:conductor --health 0.0.0.0:8080``.
-Under systemd (``Type=notify``) or Kubernetes it is operated through the runner: readiness,
-watchdog, probes and a graceful stop on SIGTERM, all sized by ``conductor.stop_budget()``.
+``WORKERS``), or as ``python -m trio_orchestra run service:conductor --health 0.0.0.0:8080
+--drain 5 --stop-within 30 --force-exit-after 40``. Under systemd (``Type=notify``) or
+Kubernetes it is operated through the runner: readiness, watchdog, probes, and on SIGTERM a
+drain then a graceful stop within one deadline, all sized by ``conductor.stop_budget()``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import trio
 
 import trio_orchestra as orchestra
 
@@ -36,8 +39,17 @@ async def app(
     await send({"type": "http.response.body", "body": b"hello\n"})
 
 
+async def database(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The database pool (a stand-in): opened first, closed once nobody uses it any more."""
+    stop = orchestra.current_stop()
+    logger.info("database pool open")  # e.g. pool = await asyncpg.create_pool(dsn)
+    task_status.started()
+    await stop.wait()  # the web app and the workers are gone by now
+    logger.info("database pool closed")
+
+
 def build(web: str = "0.0.0.0:8000", workers: int | None = None) -> orchestra.Conductor:
-    """The tree: worker processes first (the web app needs them), then the web app."""
+    """The tree, a graph: the web app and the workers both need the database, not each other."""
     count = workers or os.cpu_count() or 1
     processes = orchestra.Conductor(
         {
@@ -59,9 +71,12 @@ def build(web: str = "0.0.0.0:8000", workers: int | None = None) -> orchestra.Co
     tree.append(
         orchestra.Conductor(
             {
-                "workers": processes,
-                "web": orchestra.PlayerSpec(orchestra.serve_asgi(app, bind=web), grace=20),
-                "report": orchestra.every(60, report),
+                "db": orchestra.PlayerSpec(database, after=()),
+                "workers": orchestra.PlayerSpec(processes, after=("db",)),
+                "web": orchestra.PlayerSpec(
+                    orchestra.serve_asgi(app, bind=web), after=("db",), grace=20
+                ),
+                "report": orchestra.PlayerSpec(orchestra.every(60, report), after=()),
             },
             name="service",
         )
@@ -69,9 +84,23 @@ def build(web: str = "0.0.0.0:8000", workers: int | None = None) -> orchestra.Co
     return tree[0]
 
 
+# The stop, in seconds from the SIGTERM (docs/operations.rst, "The stop budget"): a drain of
+# DRAIN (/readyz 503, everything still serving), then the tree's stop, whose budget is 25 (the
+# web app's 20, then the database's 5), all within STOP_WITHIN; the runner's own exit at
+# FORCE_EXIT_AFTER comes 10 s before the SIGKILL (TimeoutStopSec=, terminationGracePeriodSeconds).
+DRAIN = 5
+STOP_WITHIN = 30  # >= DRAIN + conductor.stop_budget()
+FORCE_EXIT_AFTER = 40  # STOP_WITHIN + 10 s for the hard phases after the deadline
+
 workers = int(os.environ["WORKERS"]) if os.environ.get("WORKERS") else None
 conductor = build(os.environ.get("WEB", "0.0.0.0:8000"), workers)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    orchestra.run(conductor, health=os.environ.get("HEALTH", "0.0.0.0:8080"), force_exit_after=60)
+    orchestra.run(
+        conductor,
+        health=os.environ.get("HEALTH", "0.0.0.0:8080"),
+        drain=DRAIN,
+        stop_within=STOP_WITHIN,
+        force_exit_after=FORCE_EXIT_AFTER,
+    )

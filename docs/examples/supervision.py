@@ -32,12 +32,13 @@ async def consumer() -> None:
 
 
 def build(on_event: Callable[[events.Event], object] | None = None) -> orchestra.Conductor:
-    """The tree: if the cache fails, the consumer (started after it) restarts too."""
+    """The tree: if the cache fails, the consumer (which is after it) restarts too."""
     return orchestra.Conductor(
         {
             "cache": orchestra.PlayerSpec(cache, restart=orchestra.Restart.ALWAYS),
             "consumer": orchestra.PlayerSpec(
                 consumer,
+                after=("cache",),  # started once the cache is, stopped before it
                 restart=orchestra.Restart.ON_FAILURE,
                 backoff=orchestra.Backoff(initial=1, factor=2, maximum=30, jitter=0),
             ),
