@@ -598,7 +598,9 @@ async def test_stop_within_gives_players_stopped_later_what_is_left(
         {name: spec(journal, name, 0, 5) for name in "abc"}, grace=10, on_event=on_event
     )
     async with background(conductor) as run:
+        assert conductor.status().stop_budget == 30
         conductor.stop("deploy", within=12)
+        assert conductor.status().stop_budget == 12  # what is left of the deadline
         assert await run.stop() is None
     assert deadlines == {"conductor/c": 10, "conductor/b": 12, "conductor/a": 12}
     assert journal.time_of("a stopping") == 10
@@ -624,7 +626,10 @@ async def test_the_deadline_hard_cancels_players_still_waiting_their_turn(
         conductor.stop("deploy", within=3)
     assert trio.current_time() - start == 3
     assert "a stopping" not in journal.events  # hard-cancelled at once, before its turn
-    assert "the stop deadline (within 3 s) has passed; hard-cancelling 3 players" in caplog.text
+    assert (
+        "the stop deadline (within 3 s) has passed; hard-cancelling what still runs: a, b, c"
+        in caplog.text
+    )
     assert "player app/a was cut off at the stop deadline" in caplog.text
 
 

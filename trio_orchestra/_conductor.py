@@ -739,7 +739,7 @@ class Conductor:
             restarts=0,
             last_error=self._error,
             started_at=self._started_at,
-            stop_budget=self._stop_budget() if self._running else self.stop_budget(),
+            stop_budget=self._status_budget(),
             not_ready=not_ready,
             children=types.MappingProxyType(
                 {slot.name: node for slot, node in zip(slots, nodes, strict=True)}
@@ -993,6 +993,15 @@ class Conductor:
             not_ready=not_ready,
             children=children,
         )
+
+    def _status_budget(self) -> float:
+        """The stop budget a status shows: of the run (within its deadline), else declared."""
+        if not self._running:
+            return self.stop_budget()
+        budget = self._stop_budget()
+        if self._deadline < _INF:
+            budget = min(budget, max(0.0, self._deadline - trio.current_time()))
+        return budget
 
     def _placement(self, name: str, spec: PlayerSpec) -> tuple[_Slot, ...]:
         """The players a player added now is after; a clear error if it cannot be placed."""
@@ -1781,10 +1790,9 @@ class Conductor:
         if self._within is not None and alive:
             logger.warning(
                 "conductor %s: the stop deadline (within %g s) has passed; hard-cancelling"
-                " %d players still running: %s",
+                " what still runs: %s",
                 self._path,
                 self._within,
-                len(alive),
                 ", ".join(slot.name for slot in alive),
                 extra={"path": self._path},
             )

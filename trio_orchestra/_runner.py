@@ -300,7 +300,7 @@ async def play_until_signal(
     drains first: ``/readyz`` answers 503 and systemd is told ``STATUS=draining``, while every
     player keeps running for *drain* seconds, so that load balancers stop sending traffic;
     then the stop begins. A second signal during the drain begins the stop at once (a third
-    forces it, a fourth exits). The drain counts inside *stop_within*.
+    forces it; :func:`run` exits at a fourth). The drain counts inside *stop_within*.
 
     With *health* (``"HOST:PORT"``), the health endpoint is served there from before the first
     player starts until the tree has returned (see :doc:`/operations`). When the environment
