@@ -21,8 +21,7 @@ For every tree it checks (DESIGN.md sections 8 and 9):
   ``stop_order="parallel"`` the largest of them. This is exact (a line of players that use
   their whole grace takes it all) and within the bar of section 8 (the sum of the grace
   periods plus the straggler bound). A root still running 1 s after that bar is cancelled,
-  and fails the check, rather than hang the test. A run hit by a known bug of the library is
-  not timed, until the bug is fixed (see :func:`grace_lost`);
+  and fails the check, rather than hang the test;
 * every failure a player raised is seen by the conductor exactly once, and every reported
   failure is under its own path, exactly once, with no ``Cancelled`` anywhere;
 * no player is still running after the root returned;
@@ -473,30 +472,6 @@ class Run:
 ENDS = (events.Stopped, events.Finished, events.Failed, events.Restarting)
 
 
-def grace_lost(seen: Sequence[events.Event], tree: Tree) -> bool:
-    """Whether a player that ignores the soft stop was started after it was asked to stop.
-
-    A known bug of the library (found by this fuzzer, not fixed yet): ``started()`` clears
-    the player's timer, taking it for its slow-start warning, when it is the end of its soft
-    phase; so the player is not cancelled at the end of its grace, and a root that has such
-    a player never returns (a nested conductor cancels it at its own deadline). Players that
-    listen return by themselves, and a nested conductor ends its soft phase itself, so only
-    ``ignore_soft_stop`` players are hit. Until it is fixed, such a stop is not timed.
-    """
-    ignoring = {
-        path for path, leaf in walk_paths(tree, "app") if leaf.behaviour == "ignore_soft_stop"
-    }
-    asked: set[str] = set()
-    for happened in seen:
-        if isinstance(happened, events.Stopping):
-            asked.add(happened.path)
-        elif isinstance(happened, events.Ready) and happened.path in asked & ignoring:
-            return True
-        elif isinstance(happened, (events.Started, *ENDS)):
-            asked.discard(happened.path)
-    return False
-
-
 class OrderCheck:
     """Players start after what they are after, and stop before it, in every run."""
 
@@ -601,11 +576,8 @@ def test_random_trees_keep_the_invariants(tree: Tree, stop_at: float) -> None:
     if any(isinstance(e, events.Straggling) for e in seen):
         event("straggler")
 
-    if grace_lost(seen, tree):
-        event("stop time not checked: a grace was lost (known bug)")
-    else:
-        assert clock.current_time() <= stop_at + stop_bound(tree) + 1e-9, "the stop took too long"
-        assert stop_bound(tree) <= sum_bound(tree)
+    assert clock.current_time() <= stop_at + stop_bound(tree) + 1e-9, "the stop took too long"
+    assert stop_bound(tree) <= sum_bound(tree)
     check_every_failure_seen_once(seen, world.raised)
     check_handled_only_when_allowed(seen)
     check_reported_exactly_once(seen, outcome[0] if outcome else None)

@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 import trio_orchestra as orchestra
+from trio_orchestra import events
 from trio_orchestra._ordering import longest_path, resolve, topological
 from trio_orchestra.testing import assert_failures, background
 
@@ -804,3 +805,78 @@ async def test_a_chain_rolls_back_and_restarts_in_reverse_then_in_order(
         "p1 stopping",
     ]
     assert relative[-1] == (12, "p3 ready")  # gone by 8, db again at 9, then 1 s each
+
+
+# -- found by the fuzzer, and by reading it ---------------------------------------------
+
+
+async def test_a_player_cancelled_at_the_deadline_is_no_straggler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A grace-0 player cancelled at the stop deadline gets its turn to end: no straggler."""
+
+    async def quick(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await trio.sleep_forever()  # returns at once when cancelled
+
+    async def slow(*, task_status: trio.TaskStatus[None]) -> None:
+        orchestra.current_stop()  # subscribed; ignores the soft stop
+        task_status.started()
+        await trio.sleep_forever()
+
+    seen: list[events.Event] = []
+    conductor = orchestra.Conductor(
+        {"a": orchestra.PlayerSpec(quick, grace=0), "b": orchestra.PlayerSpec(slow, grace=10)},
+        on_event=seen.append,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conductor)
+        conductor.stop(within=1)  # b's soft phase is cut to 1 s; then a and b are cancelled
+    assert trio.current_time() == 1
+    assert not [e for e in seen if isinstance(e, (events.Straggling, events.Failed))]
+
+
+async def test_a_merged_group_still_stops_through_gone_players(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A second failure joining a rest_for_one group keeps the order through gone players."""
+
+    async def fails_at(when: float, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await trio.sleep(when)
+        raise ValueError(when)
+
+    async def serves(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def returns(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+
+    async def lingers(*, task_status: trio.TaskStatus[None]) -> None:
+        stop = orchestra.current_stop()
+        task_status.started()
+        await stop.wait()
+        await trio.sleep(3)  # takes 3 s of its 10 s grace to be gone
+
+    once = orchestra.Restart.ON_FAILURE
+    seen: list[events.Event] = []
+    conductor = orchestra.Conductor(
+        {
+            "f": orchestra.PlayerSpec(fails_at, 1, restart=once, after=()),
+            "x": orchestra.PlayerSpec(serves, restart=once, after=("f",)),
+            "y": orchestra.PlayerSpec(returns, after=("x",)),  # done at once: gone
+            "z": orchestra.PlayerSpec(lingers, restart=once, grace=10, after=("y",)),
+            "b": orchestra.PlayerSpec(fails_at, 1.5, restart=once, after=()),
+        },
+        name="app",
+        strategy="rest_for_one",
+        on_event=seen.append,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conductor)
+        await trio.sleep(2)
+        # f failed at 1: its group stops z (after y, after x), then x once z is gone, at 4.
+        stopping = {e.path: e.time for e in seen if isinstance(e, events.Stopping)}
+        assert stopping == {"app/z": 1}
+        conductor.stop()

@@ -140,3 +140,23 @@ async def test_the_token_is_per_player(autojump_clock: trio.testing.MockClock) -
 
     await orchestra.Conductor({"a": partial(player, "a"), "b": partial(player, "b")})()
     assert tokens["a"] is not tokens["b"]
+
+
+async def test_soft_stop_while_starting_keeps_its_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A stop that comes while a subscribed player starts keeps its grace once it is started."""
+
+    async def ignores_the_soft_stop(*, task_status: trio.TaskStatus[None]) -> None:
+        orchestra.current_stop()  # subscribes: it has a soft phase
+        await trio.sleep(1)  # still starting when the stop comes, at 0.5
+        task_status.started()  # at 1, before its grace ends (0.5 + 2 = 2.5)
+        await trio.sleep_forever()  # ignores the soft stop: must be cancelled at 2.5
+
+    conductor = orchestra.Conductor({"p": orchestra.PlayerSpec(ignores_the_soft_stop, grace=2)})
+    with trio.move_on_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conductor)
+            await trio.sleep(0.5)
+            conductor.stop()
+    assert trio.current_time() == 2.5

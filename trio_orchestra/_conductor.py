@@ -329,7 +329,16 @@ class _Group:
     stay done.
     """
 
-    __slots__ = ("delay", "failed", "members", "phase", "start_wave", "started", "stop_wave")
+    __slots__ = (
+        "delay",
+        "failed",
+        "members",
+        "phase",
+        "reach",
+        "start_wave",
+        "started",
+        "stop_wave",
+    )
 
     STOPPING = 0
     BACKOFF = 1
@@ -341,6 +350,7 @@ class _Group:
         self.delay = delay
         self.phase = _Group.STOPPING
         self.started: set[_Slot] = set()  # members started again (or passed over: NEVER)
+        self.reach: set[_Slot] = set()  # the failed players and everything after them
         self.stop_wave: StopWave[_Slot] | None = None
         self.start_wave: StartWave[_Slot] | None = None
 
@@ -1183,7 +1193,6 @@ class Conductor:
 
     def _fire_timers(self) -> None:
         now = trio.current_time()
-        self._fire_own_timer(now)
         for slot in sorted(self._timed, key=_by_order):
             if slot.timer > now or slot not in self._timed:
                 continue
@@ -1202,6 +1211,9 @@ class Conductor:
                     self._report_straggler(slot)
                 else:
                     self._hard_cancel(slot, now)
+        # After the players' timers: the straggler timers that the stop deadline's hard
+        # cancels set now must wait for the cancelled tasks to run, as any hard cancel's do.
+        self._fire_own_timer(now)
         earliest = min((slot.timer for slot in self._timed), default=_INF)
         self._wake_at = min(earliest, self._own_timer())
 
@@ -1337,8 +1349,8 @@ class Conductor:
         slot.value = value
         if slot.spec.start_timeout is not None:
             slot.scope.deadline = _INF
-        elif slot.timer != _INF:
-            self._clear_timer(slot)  # its slow-start warning
+        elif slot.timer != _INF and (not slot.stop_requested or slot.stop_pending):
+            self._clear_timer(slot)  # its slow-start warning (not the end of a soft phase)
         now = slot.started_at = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
@@ -1699,9 +1711,10 @@ class Conductor:
             group.phase = _Group.STOPPING
             group.started.clear()
             group.start_wave = None
-        # The wave also holds the players of its reach that are gone: the order passes
-        # through them (see trio_orchestra._ordering).
-        scope = group.members.union(slot for slot in reach if not slot.alive)
+        # The wave also holds the players of its reach that are gone (of every failure that
+        # joined the group): the order passes through them (see trio_orchestra._ordering).
+        group.reach.update(reach)
+        scope = group.members.union(slot for slot in group.reach if not slot.alive)
         group.stop_wave = self._order.stop(scope)
         self._group_stop(group, group.stop_wave.first)
 
