@@ -63,7 +63,16 @@ from ._errors import (
 )
 from ._lifecycle import PlayerState, move
 from ._logging import library_logger
-from ._ordering import Graph, Line, Order, StartWave, StopWave, longest_path, resolve
+from ._ordering import (
+    Graph,
+    Line,
+    Order,
+    StartWave,
+    StopWave,
+    check_names,
+    longest_path,
+    resolve,
+)
 from ._spec import PlayerSpec, as_spec
 from ._status import ConductorStatistics, PlayerStatus
 from ._stop import StopToken, current_owner, supervisors
@@ -1017,18 +1026,11 @@ class Conductor:
         """The players a player added now is after; a clear error if it cannot be placed."""
         if spec.after is None:
             return tuple(self._slots[-1:])  # after the latest player, as in a line
-        found: list[_Slot] = []
         where = self._path
+        check_names(name, spec.after, self._by_name, where)
+        found: list[_Slot] = []
         for other in spec.after:
-            dep = self._by_name.get(other)
-            if other == name:
-                msg = f"{where}: player {name!r} cannot be after itself"
-                raise ValueError(msg)
-            if dep is None:
-                msg = (
-                    f"{where}: player {name!r} is after {other!r}, which is not a player of {where}"
-                )
-                raise ValueError(msg)
+            dep = self._by_name[other]
             if dep.state is not _S.RUNNING and dep.state is not _S.DONE:
                 msg = (
                     f"{where}: player {name!r} is after {other!r}, which is not running"

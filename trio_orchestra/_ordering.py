@@ -25,11 +25,20 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["Graph", "Line", "Order", "StartWave", "StopWave", "longest_path", "resolve"]
+__all__ = [
+    "Graph",
+    "Line",
+    "Order",
+    "StartWave",
+    "StopWave",
+    "check_names",
+    "longest_path",
+    "resolve",
+]
 
 
 class Node(Protocol):
@@ -65,16 +74,7 @@ def resolve(
         if after is None:
             edges[name] = () if previous is None else (previous,)
         else:
-            for other in after:
-                if other == name:
-                    msg = f"{where}: player {name!r} cannot be after itself"
-                    raise ValueError(msg)
-                if other not in declared:
-                    msg = (
-                        f"{where}: player {name!r} is after {other!r},"
-                        f" which is not a player of {where}"
-                    )
-                    raise ValueError(msg)
+            check_names(name, after, declared, where)
             edges[name] = after
         previous = name
     cycle = _find_cycle(edges)
@@ -82,6 +82,17 @@ def resolve(
         msg = f"{where}: dependency cycle {' -> '.join(cycle)}"
         raise ValueError(msg)
     return edges
+
+
+def check_names(name: str, after: Iterable[str], players: Container[str], where: str) -> None:
+    """Raise ``ValueError`` if *name*'s *after* names itself, or what is not in *players*."""
+    for other in after:
+        if other == name:
+            msg = f"{where}: player {name!r} cannot be after itself"
+            raise ValueError(msg)
+        if other not in players:
+            msg = f"{where}: player {name!r} is after {other!r}, which is not a player of {where}"
+            raise ValueError(msg)
 
 
 def _find_cycle(edges: Mapping[str, tuple[str, ...]]) -> list[str]:
