@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+import timeit
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ import trio_orchestra as orchestra
 HERE = Path(__file__).parent
 LARGE = 100_000  # fewer repetitions at this size: each one takes seconds
 OVERHEAD_BAR = 1.2  # DESIGN.md section 8: at most 1.2x bare Trio
+HEARTBEAT_BAR = 0.2e-6  # DESIGN.md section 14: at most 0.2 us over a bare function call
 
 
 @dataclass
@@ -310,6 +312,53 @@ def memory_ours(n: int) -> float:
     return _measure_memory(main)
 
 
+def _nothing() -> None:
+    """The bare function call that a heartbeat is compared with."""
+
+
+def heartbeat_cost(calls: int, liveness: float | None) -> tuple[float, float]:
+    """Seconds per call of ``heartbeat()`` in a player, and of a bare function call.
+
+    Both timed with :mod:`timeit` inside the player's task, the best of five rounds each.
+    With *liveness* ``None`` the player has none: its heartbeat is a no-op that still checks
+    it runs in a player (it walks up the task tree).
+    """
+    found: dict[str, float] = {}
+
+    async def player() -> None:
+        beat = orchestra.heartbeat
+        found["beat"] = min(timeit.repeat(beat, number=calls, repeat=5)) / calls
+        found["bare"] = min(timeit.repeat(_nothing, number=calls, repeat=5)) / calls
+        await trio.lowlevel.checkpoint()
+
+    trio.run(orchestra.Conductor({"p": orchestra.PlayerSpec(player, liveness=liveness)}))
+    return found["beat"], found["bare"]
+
+
+def _heartbeats(*, quick: bool) -> list[Result]:
+    """The heartbeat's cost (DESIGN section 14's bar), and the no-op of a player without one."""
+    calls = 100_000 if quick else 1_000_000
+    results = []
+    for liveness in (3600.0, None):
+        beat, bare = heartbeat_cost(calls, liveness)
+        with_liveness = liveness is not None
+        results.append(
+            Result(
+                case="heartbeat() in a player "
+                + ("with a liveness" if with_liveness else "without one (a no-op)")
+                + " vs a bare function call",
+                n=calls,
+                ours=beat * 1e9,
+                bare=bare * 1e9,
+                unit="ns/call",
+                ratio=beat / bare,
+                bar="<= 200 ns more" if with_liveness else "reported",
+                ok=not with_liveness or beat - bare <= HEARTBEAT_BAR,
+            )
+        )
+    return results
+
+
 def idle_steps() -> int:
     """Task steps taken by a running, idle tree in half a second of real time: must be 0."""
 
@@ -555,6 +604,7 @@ def run(quick: bool) -> list[Result]:  # noqa: FBT001 - the command-line switch
             ok=ours_mem <= 1.75 * bare_mem,
         )
     )
+    results.extend(_heartbeats(quick=quick))
     steps = idle_steps()
     results.append(
         Result(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -459,3 +460,49 @@ async def test_too_many_connections_are_closed_and_the_rest_served() -> None:
             await stream.aclose()
         await trio.sleep(0.1)
         assert (await client.get("/livez")).status_code == 200
+
+
+async def beats_every_second() -> None:
+    """A player with a liveness that beats."""
+    while True:
+        orchestra.heartbeat()
+        await trio.sleep(1)
+
+
+async def test_tasks_shows_where_each_player_waits_and_the_heartbeat_age_is_served() -> None:
+    """/tasks: the tree, each player with the file:line it waits at; /metrics: heartbeat age."""
+    conductor = orchestra.Conductor(
+        {
+            "db": ready,
+            "consumer": orchestra.PlayerSpec(beats_every_second, liveness=30),
+            "jobs": orchestra.Conductor({"pool": ready}),
+        },
+        name="app",
+    )
+    async with served(conductor) as client:
+        tasks = await client.get("/tasks")
+        assert tasks.headers["content-type"] == "text/plain; charset=utf-8"
+        lines = tasks.text.splitlines()
+        assert lines[0] == "app running, ready, stop budget 15 s"
+        assert lines[1].startswith("  db        running")
+        assert re.fullmatch(r"    \S+test_health\.py:\d+ in ready", lines[2])
+        assert lines[3].startswith("  consumer  running")
+        assert "heartbeat 0 s ago" in lines[3]
+        assert lines[4].endswith("in beats_every_second")
+        assert lines[5].startswith("  jobs      running")
+        assert lines[6].startswith("    pool    running")
+        assert re.fullmatch(r"      \S+test_health\.py:\d+ in ready", lines[7])
+
+        metrics = await client.get("/metrics")
+        ages = {
+            sample.labels["path"]: sample.value
+            for family in text_string_to_metric_families(metrics.text)
+            for sample in family.samples
+            if sample.name == "trio_orchestra_player_heartbeat_age_seconds"
+        }
+        assert set(ages) == {"app/consumer"}  # only a running player with a liveness
+        assert 0 <= ages["app/consumer"] < 2
+        tree = (await client.get("/status")).json()
+        node = next(n for n in _walk(tree) if n["name"] == "consumer")
+        assert node["liveness"] == 30
+        assert 0 <= node["last_heartbeat_age"] < 2

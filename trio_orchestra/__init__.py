@@ -11,11 +11,13 @@ from ._asgi import serve_asgi as serve_asgi
 from ._block import open_conductor as open_conductor
 from ._conductor import Conductor as Conductor
 from ._errors import ConductorError as ConductorError
+from ._errors import PlayerHung as PlayerHung
 from ._errors import StartTimeout as StartTimeout
 from ._errors import StopTimeout as StopTimeout
 from ._errors import TooManyRestarts as TooManyRestarts
 from ._every import every as every
 from ._lifecycle import PlayerState as PlayerState
+from ._liveness import heartbeat as heartbeat
 from ._logging import PathFilter as PathFilter
 from ._process import run_process as run_process
 from ._runner import play_until_signal as play_until_signal
@@ -35,6 +37,7 @@ __all__ = [
     "ConductorError",
     "ConductorStatistics",
     "PathFilter",
+    "PlayerHung",
     "PlayerSpec",
     "PlayerState",
     "PlayerStatus",
@@ -46,6 +49,7 @@ __all__ = [
     "current_stop",
     "events",
     "every",
+    "heartbeat",
     "open_conductor",
     "play_until_signal",
     "run",

@@ -39,6 +39,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        msg = f"{text!r} must be more than 0 seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _address(text: str) -> str:
     try:
         parse_address(text, "the address")
@@ -82,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         metavar="SECONDS",
         help="on the first signal, answer /readyz 503 and keep serving this long, then stop",
+    )
+    run_cmd.add_argument(
+        "--blocked-after",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="warn, naming the player and the line, when the event loop is blocked this long",
     )
     run_cmd.add_argument(
         "--health",
@@ -197,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     _configure_logging(args.log_level)
     if args.command == "demo":
         from ._demo import (  # noqa: PLC0415 - only the demo needs them
+            BLOCKED_AFTER,
             DRAIN,
             STOP_WITHIN,
             banner,
@@ -209,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         conductor = demo_conductor(args.web)
         force_exit_after = None
         stop_within, drain = STOP_WITHIN, DRAIN
+        blocked_after = BLOCKED_AFTER
     else:
         try:  # before the target is imported: nothing of it runs
             StopPlan.checked(args.drain, args.stop_within)
@@ -221,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             conductor = as_conductor(conductor, grace=args.grace)
         force_exit_after = args.force_exit_after
         stop_within, drain = args.stop_within, args.drain
+        blocked_after = args.blocked_after
     try:
         run(
             conductor,
@@ -228,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             health=args.health,
             stop_within=stop_within,
             drain=drain,
+            blocked_after=blocked_after,
         )
     except ModuleNotFoundError as exc:  # --health without h11: said before anything runs
         parser.error(str(exc))

@@ -52,9 +52,10 @@ import trio
 
 from . import _events as events
 from ._checks import check_time, check_type
-from ._diagnostics import where_stuck
+from ._diagnostics import runs_on, where_stuck
 from ._errors import (
     ConductorError,
+    PlayerHung,
     StartTimeout,
     StopTimeout,
     TooManyRestarts,
@@ -62,6 +63,7 @@ from ._errors import (
     path_note,
 )
 from ._lifecycle import PlayerState, move
+from ._liveness import Watch, begin_run, no_pulse
 from ._logging import library_logger
 from ._ordering import (
     Graph,
@@ -217,8 +219,8 @@ class _Flag:
             slot._flags &= ~self._bit
 
 
-# again, hard, stop_pending, straggler, cut_off: renewed with each run
-_RUN_FLAGS = 0b1_0000_1111
+# again, hard, stop_pending, straggler, cut_off, hung: renewed with each run
+_RUN_FLAGS = 0b11_0000_1111
 
 
 @final
@@ -263,6 +265,7 @@ class _Slot:
     removing = _Flag(0b0100_0000)  # remove() is stopping it
     removed = _Flag(0b1000_0000)  # out of the tree
     cut_off = _Flag(0b1_0000_0000)  # subscribed, and hard-cancelled before it returned
+    hung = _Flag(0b10_0000_0000)  # found silent for its liveness
 
     def __init__(self, conductor: Conductor, name: str, spec: PlayerSpec, order: int) -> None:
         self.conductor = conductor
@@ -310,6 +313,17 @@ class _Slot:
     def path(self) -> str:
         """Its full path, e.g. ``app/db/pool`` (made when asked: most players never are)."""
         return f"{self.conductor._path}/{self.name}"
+
+    @property
+    def liveness(self) -> float:
+        """Seconds it may go without a heartbeat once started (infinite: no liveness)."""
+        liveness = self.spec.liveness
+        return _INF if liveness is None else liveness
+
+    @property
+    def watched(self) -> bool:
+        """Whether its silence counts now: it runs, and no stop was asked of it."""
+        return self.state is _S.RUNNING and not self.stop_requested and not self.hung
 
     def __repr__(self) -> str:
         return f"<player {self.path!r} {self.state.name}>"
@@ -431,6 +445,8 @@ class Conductor:
     _within: float | None
     _drain_end: float
     _draining: str | None
+    _watch: Watch[_Slot]
+    _clock: Callable[[], float]
     _live: int
     _ready: bool
     _failures: list[tuple[str, Exception]]
@@ -916,6 +932,8 @@ class Conductor:
         self._within = None
         self._drain_end = _INF
         self._draining = None
+        self._watch = Watch()
+        self._clock = _no_clock
         self._live = 0
         self._ready = False
         self._failures = []
@@ -976,6 +994,7 @@ class Conductor:
         """Take a player out of the tree (it has exited)."""
         self._cancel_backoff(slot)
         slot.removed = True
+        self._watch.forget(slot)
         if self._by_name.get(slot.name) is slot:
             del self._by_name[slot.name]
         if self._phase < _Phase.STOPPING:  # no stop wave walks the order now
@@ -1009,6 +1028,8 @@ class Conductor:
             cut_off=slot.cut_off,
             after=tuple(dep.name for dep in self._order.after(slot)),
             stop_budget=budget,
+            liveness=slot.spec.liveness,
+            last_heartbeat=self._watch.last_heartbeat(slot),
             not_ready=not_ready,
             children=children,
         )
@@ -1089,6 +1110,8 @@ class Conductor:
         self._task = trio.lowlevel.current_task()
         # Players are spawned under this snapshot, whichever task spawns them.
         self._context = contextvars.copy_context()
+        no_pulse(self._context)  # a conductor inside a player: its players are not that player
+        self._clock = trio.lowlevel.current_clock().current_time
         self._spawn_soon = partial(self._context.run, self._nursery_start_soon)
         self._started_at = trio.current_time()
         self._phase = _Phase.STARTING
@@ -1188,10 +1211,15 @@ class Conductor:
                 self._wake_at = self._own_timer()
 
     def _own_timer(self) -> float:
-        """The conductor's own next timer: the end of a drain, or the stop deadline."""
+        """The conductor's own next timer: a drain's end, the stop deadline, a liveness check."""
         if self._phase == _Phase.STOPPING:
-            return _INF if self._force else self._deadline
-        return self._drain_end
+            at = _INF if self._force else self._deadline
+        else:
+            at = self._drain_end
+        check = self._watch.check_at
+        if check < at:
+            return check
+        return at
 
     def _fire_timers(self) -> None:
         now = trio.current_time()
@@ -1220,6 +1248,9 @@ class Conductor:
         self._wake_at = min(earliest, self._own_timer())
 
     def _fire_own_timer(self, now: float) -> None:
+        if self._watch.check_at <= now:
+            for slot, silent in self._watch.check(now):
+                self._found_hung(slot, now, silent)
         if self._drain_end <= now:
             self._drain_end = _INF
             self._begin_stop(self._draining)
@@ -1322,6 +1353,8 @@ class Conductor:
                     self._wake()
                 # As few locals as can be: this frame lives as long as the player.
                 outcome: BaseException | None = None
+                if slot.spec.liveness is not None:
+                    self._begin_pulse(slot)
                 try:
                     if slot.spec.takes_task_status:
                         await slot.spec.fn(*slot.spec.args, task_status=slot)
@@ -1343,6 +1376,14 @@ class Conductor:
                 trio.lowlevel.current_task().context = self._context.copy()
                 await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def _begin_pulse(self, slot: _Slot) -> None:
+        """In the task of a player with a liveness, as a run begins: its heartbeats' pulse.
+
+        A method of its own: a deeper expression in :meth:`_play` would deepen its frame's
+        stack, which lives as long as the player (8 bytes a player, liveness or not).
+        """
+        self._watch.record(slot, begin_run(self._clock))
+
     def _on_started(self, slot: _Slot, value: object) -> None:
         if slot.started_flag:
             msg = f"player {slot.path!r} called task_status.started() twice"
@@ -1356,6 +1397,8 @@ class Conductor:
         now = slot.started_at = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
+        if slot.spec.liveness is not None and self._watch.started(slot, now):
+            self._arm_check()
         if logger.isEnabledFor(_INFO):
             logger.info("player %s started", slot.path, extra={"path": slot.path})
         if self._hook is not None:
@@ -1489,11 +1532,29 @@ class Conductor:
                 fatal = rest
         elif not isinstance(exc, trio.Cancelled):
             fatal = exc
+        if (slot.straggler or slot.hung) and fatal is None:
+            failure = self._how_it_was_stopped(slot, failure)
+        return failure, fatal
+
+    def _how_it_was_stopped(self, slot: _Slot, failure: Exception | None) -> Exception:
+        """The failure of a straggler (:class:`StopTimeout`) or a hung player (:class:`PlayerHung`).
+
+        What it raised itself is kept: as the cause of a straggler's, and in a note and as the
+        context of a hung player's (it is hung first, whatever happened while it was stopped).
+        """
         if slot.straggler:
             timeout = StopTimeout(slot.path, self._grace_of(slot))
             timeout.__cause__ = failure
+            if not slot.hung:
+                return timeout
             failure = timeout
-        return failure, fatal
+        hung = PlayerHung(slot.path, slot.liveness)
+        if failure is not None:
+            hung.__context__ = failure
+            add_note(
+                hung, f"while it was being stopped it raised {type(failure).__name__}: {failure}"
+            )
+        return hung
 
     def _end(
         self,
@@ -2056,6 +2117,39 @@ class Conductor:
         names = ", ".join(path for path, _ in self._failures)
         return ConductorError(f"conductor {self._path!r} failed: {names}", leaves, paths=paths)
 
+    def _arm_check(self) -> None:
+        """The next liveness check came sooner: wake up for it."""
+        at = self._watch.check_at
+        if at < self._wake_at:
+            self._arm(at)
+
+    def _found_hung(self, slot: _Slot, now: float, silent: float) -> None:
+        """A player went *silent* seconds without a heartbeat: say where it is, and stop it.
+
+        While the conductor runs, its stop begins at once and its end is a failure
+        (:class:`PlayerHung`) for its restart policy. During the conductor's own stop it is
+        stopped in its turn, as the order says, and its failure is reported.
+        """
+        slot.hung = True
+        liveness = slot.liveness
+        stuck = self._where_stuck(slot)
+        logger.warning(
+            "player %s is hung: no heartbeat for %g s (its liveness is %g s); stuck at:\n%s",
+            slot.path,
+            silent,
+            liveness,
+            "\n".join(stuck) or "  (no await frames: blocking code?)",
+            extra={"path": slot.path},
+        )
+        if self._hook is not None:
+            self._emit(
+                events.Hung(
+                    path=slot.path, time=now, liveness=liveness, silent=silent, where=tuple(stuck)
+                )
+            )
+        if self._phase < _Phase.STOPPING:
+            self._stop_slot(slot, now, f"it is hung: no heartbeat for {silent:g} s")
+
     def _report_straggler(self, slot: _Slot) -> None:
         slot.straggler = True
         stuck = self._where_stuck(slot)
@@ -2084,6 +2178,23 @@ class Conductor:
         for task in self._nursery.child_tasks:
             if task.name == slot.name:
                 return task
+        return None
+
+    def _blocking(self, stack: set[types.FrameType]) -> str | None:
+        """The path of the player whose task runs *stack*, the Trio thread's frames, if any.
+
+        Read from the blocked-loop watchdog's thread while the Trio thread is blocked.
+        """
+        nursery = self._nursery
+        if nursery is None:
+            return None
+        for task in list(nursery.child_tasks):
+            slot = self._by_name.get(task.name)
+            if slot is None or not runs_on(task, stack):
+                continue
+            child = slot.child
+            inner = child._blocking(stack) if child is not None else None
+            return inner if inner is not None else slot.path
         return None
 
     def _where_stuck(self, slot: _Slot, running: types.FrameType | None = None) -> list[str]:
@@ -2119,3 +2230,7 @@ SLOW_START_WARNING = 30.0
 
 def _by_order(slot: _Slot) -> int:
     return slot.order
+
+
+def _no_clock() -> float:
+    return _INF

@@ -51,7 +51,14 @@ from ._spec import PlayerSpec
 from ._stop import current_stop
 from ._supervision import Backoff, Restart
 
-__all__ = ["DRAIN", "STOP_WITHIN", "banner", "demo_conductor", "jobs_conductor"]
+__all__ = [
+    "BLOCKED_AFTER",
+    "DRAIN",
+    "STOP_WITHIN",
+    "banner",
+    "demo_conductor",
+    "jobs_conductor",
+]
 
 logger = logging.getLogger("trio_orchestra.demo")
 
@@ -71,6 +78,9 @@ DRAIN = 2.0
 #: The runner's one deadline for the stop, drain included: the drain, then the tree's stop
 #: budget (8 s). The real stop takes about 2 s after the drain.
 STOP_WITHIN = 10.0
+
+#: The runner's ``blocked_after``: a player that blocks the event loop this long is named.
+BLOCKED_AFTER = 1.0
 
 
 async def hello(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:

@@ -16,7 +16,7 @@ from types import FrameType
 
 import trio
 
-__all__ = ["running_frames", "where_stuck"]
+__all__ = ["running_frames", "runs_on", "where_stuck"]
 
 _MACHINERY = ("trio.", "trio_orchestra._conductor", "trio_orchestra._runner")
 
@@ -40,6 +40,15 @@ def running_frames(task: trio.lowlevel.Task, running: FrameType | None) -> list[
             return frames
         frame = frame.f_back
     return []
+
+
+def runs_on(task: trio.lowlevel.Task, stack: set[FrameType]) -> bool:
+    """Whether *task*, or a task it spawned, is the one running *stack* (a thread's frames)."""
+    if getattr(task.coro, "cr_frame", None) in stack:
+        return True
+    return any(
+        runs_on(child, stack) for nursery in task.child_nurseries for child in nursery.child_tasks
+    )
 
 
 def where_stuck(

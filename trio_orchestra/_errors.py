@@ -10,6 +10,7 @@ The tree::
     Exception
     ├── ExceptionGroup
     │   └── ConductorError      one conductor's failures (nested conductors nest their groups)
+    ├── PlayerHung              a player with ``liveness`` sent no heartbeat in time
     ├── StartTimeout            a player did not call ``task_status.started()`` in time
     ├── StopTimeout             a player outlived its hard cancel by its grace (a straggler)
     └── TooManyRestarts         a player exceeded its conductor's restart intensity
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConductorError",
+    "PlayerHung",
     "StartTimeout",
     "StopTimeout",
     "TooManyRestarts",
@@ -157,6 +159,28 @@ class ConductorError(ExceptionGroup[Exception]):
     def derive(self, excs: Sequence[Exception]) -> ConductorError:  # type: ignore[override]
         """Return a ``ConductorError`` with the same message around *excs* (used by ``split``)."""
         return ConductorError(self.message, excs, paths=self._paths)
+
+
+@final
+class PlayerHung(Exception):
+    """A player with ``liveness`` sent no :func:`heartbeat` for *liveness* seconds: it is hung.
+
+    Its conductor stopped it (soft phase, then hard) and treats it as a failure, so its
+    restart policy, backoff and restart intensity apply. Anything the player raised while it
+    was being stopped is kept in a note and as ``__context__``.
+
+    Example::
+
+        PlayerSpec(consume, liveness=30)  # PlayerHung("app/consumer", 30) if it goes silent
+    """
+
+    def __init__(self, path: str, liveness: float) -> None:
+        super().__init__(path, liveness)
+        self.path = path
+        self.liveness = liveness
+
+    def __str__(self) -> str:
+        return f"player {self.path!r} sent no heartbeat for {self.liveness:g} s (its liveness)"
 
 
 @final

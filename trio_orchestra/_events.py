@@ -16,6 +16,7 @@ __all__ = [
     "Event",
     "Failed",
     "Finished",
+    "Hung",
     "Ready",
     "RestartLimitExceeded",
     "Restarting",
@@ -166,6 +167,31 @@ class Straggling(Event):
         Straggling(path="app/web", time=20.0, where=("app.py:12 in serve",))
     """
 
+    where: tuple[str, ...]
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Hung(Event):
+    """The player sent no heartbeat for ``silent`` seconds, more than its ``liveness``.
+
+    ``where`` is where it is stuck, as for :class:`Straggling`. Its stop follows (while its
+    conductor runs; during a stop, in its turn), then a :class:`Failed` with a
+    :class:`~trio_orchestra.PlayerHung`.
+
+    Example::
+
+        Hung(
+            path="app/consumer",
+            time=40.0,
+            liveness=30.0,
+            silent=30.0,
+            where=("consumer.py:18 in consume",),
+        )
+    """
+
+    liveness: float
+    silent: float
     where: tuple[str, ...]
 
 

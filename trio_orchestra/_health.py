@@ -1,4 +1,4 @@
-"""The health endpoint: ``/livez``, ``/readyz``, ``/status``, ``/metrics`` and a page, over HTTP.
+"""The health endpoint: ``/livez``, ``/readyz``, ``/status``, ``/metrics``, ``/tasks``, a page.
 
 Why this module: Kubernetes probes, load balancers, Prometheus and a person with a browser all
 ask the same question, "how is the tree?", over HTTP. The runner serves it next to the tree,
@@ -22,6 +22,7 @@ from ._checks import parse_address
 from ._conductor import Conductor
 from ._logging import library_logger
 from ._report import metrics_text, page_html, readiness, status_json
+from ._watchdog import tasks_text
 
 if TYPE_CHECKING:
     from ._http import Answer
@@ -66,6 +67,7 @@ class HealthEndpoint:
             "/readyz": self._readyz,
             "/status": self._status,
             "/metrics": self._metrics,
+            "/tasks": self._tasks,
             "/": self._page,
         }
 
@@ -102,6 +104,9 @@ class HealthEndpoint:
         body = metrics_text(self._conductor.status(), trio.current_time())
         return 200, "text/plain; version=0.0.4; charset=utf-8", body
 
+    def _tasks(self) -> _Response:
+        return 200, _TEXT, tasks_text(self._conductor) + "\n"
+
     def _page(self) -> _Response:
         body = page_html(self._conductor.status(), trio.current_time())
         return 200, "text/html; charset=utf-8", body
@@ -114,7 +119,7 @@ class HealthEndpoint:
         path = urllib.parse.urlsplit(text).path or "/"  # also the absolute form, http://h/p
         route = self._routes.get(path)
         if route is None:
-            return _reply(404, _TEXT, f"no {path}; try /livez /readyz /status /metrics /\n")
+            return _reply(404, _TEXT, f"no {path}; try /livez /readyz /status /metrics /tasks /\n")
         return _reply(*route())
 
     async def _connection(self, stream: trio.SocketStream) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from . import _events as events
 from ._lifecycle import PlayerState
@@ -18,6 +18,7 @@ from ._status import PlayerStatus
 __all__ = [
     "describe_error",
     "event_line",
+    "heartbeat_age",
     "metrics_text",
     "one_line",
     "page_html",
@@ -28,7 +29,7 @@ __all__ = [
 
 _S = PlayerState
 #: The health endpoint's machine-readable routes, linked from its page.
-_ROUTES = ("/status", "/metrics", "/readyz", "/livez")
+_ROUTES = ("/status", "/metrics", "/tasks", "/readyz", "/livez")
 #: States in which a player has an uptime: it is started and its task still runs.
 _UP = frozenset({_S.RUNNING, _S.STOPPING})
 _COLORS = {
@@ -54,6 +55,19 @@ def uptime(node: PlayerStatus, now: float) -> float | None:
     if node.state not in _UP or node.started_at is None:
         return None
     return max(0.0, now - node.started_at)
+
+
+def heartbeat_age(node: PlayerStatus, now: float) -> float | None:
+    """Seconds *node* has gone without a heartbeat, while it runs with a liveness; else ``None``.
+
+    Counted from its last heartbeat, or from its start before its first one.
+    """
+    if node.liveness is None or node.state is not _S.RUNNING or node.started_at is None:
+        return None
+    since = node.started_at
+    if node.last_heartbeat is not None and node.last_heartbeat > since:
+        since = node.last_heartbeat
+    return max(0.0, now - since)
 
 
 def readiness(tree: PlayerStatus) -> list[str]:
@@ -85,6 +99,8 @@ def _node_json(node: PlayerStatus, now: float) -> dict[str, object]:
         "cut_off": node.cut_off,
         "after": list(node.after),
         "stop_budget": node.stop_budget,
+        "liveness": node.liveness,
+        "last_heartbeat_age": heartbeat_age(node, now),
         "children": [_node_json(child, now) for child in node.children.values()],
     }
 
@@ -121,6 +137,12 @@ def metrics_text(tree: PlayerStatus, now: float) -> str:
     up = "trio_orchestra_player_uptime_seconds"
     lines += _family(up, "gauge", "Seconds since the player became started (0 when it is not).")
     lines.extend(f'{up}{{path="{path}"}} {uptime(node, now) or 0:.3f}' for node, path in nodes)
+    ages = [(path, heartbeat_age(node, now)) for node, path in nodes]
+    beat = "trio_orchestra_player_heartbeat_age_seconds"
+    lines += _family(
+        beat, "gauge", "Seconds since the last heartbeat of a running player with a liveness."
+    )
+    lines.extend(f'{beat}{{path="{path}"}} {age:.3f}' for path, age in ages if age is not None)
     return "\n".join(lines) + "\n"
 
 
@@ -135,6 +157,9 @@ def _node_html(node: PlayerStatus, now: float) -> str:
         facts.append("after " + ", ".join(node.after))
     if node.stop_budget is not None:
         facts.append(f"stop budget {node.stop_budget:g} s")
+    age = heartbeat_age(node, now)
+    if age is not None:
+        facts.append(f"heartbeat {age:.0f} s ago (liveness {node.liveness:g} s)")
     if node.cut_off:
         facts.append("cut off at its stop")
     error = describe_error(node.last_error)
@@ -211,6 +236,8 @@ def event_line(event: events.Event) -> str:
         what = f"draining for {event.until - event.time:g} s: {event.reason or 'stop requested'}"
     elif isinstance(event, events.Straggling):
         what = "is stuck after its hard cancel"
+    elif isinstance(event, events.Hung):
+        what = f"is hung: no heartbeat for {event.silent:.3g} s"
     elif isinstance(event, events.Stopped) and event.cut_off:
         what = "stopped, cut off by its hard cancel"
     else:
@@ -226,35 +253,51 @@ _EVENT_WORDS: dict[type[events.Event], str] = {
 }
 
 
-def tree_text(tree: PlayerStatus, now: float) -> str:
-    """The tree as a few aligned lines of text, for a terminal."""
+def tree_text(
+    tree: PlayerStatus, now: float, where: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """The tree as a few aligned lines of text, for a terminal.
+
+    *where* maps a player's path to where it waits (frame lines, as ``where_stuck`` makes
+    them): they are shown under its line, for the tree dump (``SIGUSR1``, ``/tasks``).
+    """
     waiting = readiness(tree)
     head = f"{tree.path} {tree.state.value}, {'ready' if not waiting else 'not ready'}"
     if tree.stop_budget is not None:
         head += f", stop budget {tree.stop_budget:g} s"
-    rows: list[tuple[str, PlayerStatus]] = []
+    rows: list[tuple[str, PlayerStatus, int]] = []
 
     def add(node: PlayerStatus, depth: int) -> None:
         for child in node.children.values():
-            rows.append(("  " * depth + child.path.rpartition("/")[2], child))
+            rows.append(("  " * depth + child.path.rpartition("/")[2], child, depth))
             add(child, depth + 1)
 
     add(tree, 1)
-    width = max((len(label) for label, _ in rows), default=0)
+    width = max((len(label) for label, _, _ in rows), default=0)
     lines = [head]
-    for label, node in rows:
-        facts = [f"{node.state.value:<8}"]
-        if node.restarts:
-            facts.append(f"restarts {node.restarts}")
-        up = uptime(node, now)
-        if up is not None:
-            facts.append(f"up {up:.0f} s")
-        if node.after:
-            facts.append("after " + ", ".join(node.after))
-        if node.cut_off:
-            facts.append("cut off")
-        error = describe_error(node.last_error)
-        if error is not None:
-            facts.append(f"last error: {error}")
-        lines.append(f"{label:<{width}}  {'  '.join(facts)}".rstrip())
+    for label, node, depth in rows:
+        lines.append(f"{label:<{width}}  {'  '.join(_facts(node, now))}".rstrip())
+        if where is not None:
+            lines.extend("  " * (depth + 1) + line.lstrip() for line in where.get(node.path, ()))
     return "\n".join(lines)
+
+
+def _facts(node: PlayerStatus, now: float) -> list[str]:
+    """What one line of :func:`tree_text` says of *node* after its name."""
+    facts = [f"{node.state.value:<8}"]
+    if node.restarts:
+        facts.append(f"restarts {node.restarts}")
+    up = uptime(node, now)
+    if up is not None:
+        facts.append(f"up {up:.0f} s")
+    if node.after:
+        facts.append("after " + ", ".join(node.after))
+    age = heartbeat_age(node, now)
+    if age is not None:
+        facts.append(f"heartbeat {age:.0f} s ago")
+    if node.cut_off:
+        facts.append("cut off")
+    error = describe_error(node.last_error)
+    if error is not None:
+        facts.append(f"last error: {error}")
+    return facts

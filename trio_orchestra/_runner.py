@@ -5,6 +5,10 @@ first player starts, turn the first SIGINT/SIGTERM into a graceful stop, let a s
 the grace periods, and, as a last resort when something is stuck, exit anyway while saying
 where. Go's orchestra swallows the second Ctrl-C; we do not.
 
+The runner also watches from outside the loop, when asked: ``blocked_after`` names the player
+that blocks the event loop (:mod:`trio_orchestra._watchdog`), and ``SIGUSR1`` logs the whole tree
+with where each player waits.
+
 The handlers are plain :func:`signal.signal` handlers, not :func:`trio.open_signal_receiver`:
 the first two signals are passed into Trio with ``run_sync_soon`` (as Trio itself does), while
 the third acts in the handler itself, so it works even when the event loop is blocked. For the
@@ -34,16 +38,22 @@ from ._conductor import Conductor
 from ._errors import ConductorError
 from ._health import HealthEndpoint
 from ._lifecycle import PlayerState
+from ._logging import library_logger
 from ._report import event_line, one_line
 from ._spec import PlayerSpec, as_spec, describe
 from ._systemd import SystemdNotifier
+from ._watchdog import LoopWatchdog, tasks_text
 
-__all__ = ["StopPlan", "as_conductor", "play_until_signal", "run"]
+__all__ = ["StopPlan", "Watching", "as_conductor", "play_until_signal", "run"]
 
 #: The exit status after a forced exit that left players running (EX_SOFTWARE).
 EXIT_STUCK = 70
 
 _DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signal that logs the tree, where the platform has it.
+_DUMP_SIGNAL: int | None = getattr(signal, "SIGUSR1", None)
+
+logger = library_logger()
 #: How long the runner waits, after the tree returned, for systemd's last notifications.
 _NOTIFY_CLOSE_SECONDS = 1.0
 
@@ -92,6 +102,80 @@ class StopPlan:
             )
             raise ValueError(msg)
         return cls(drain, stop_within)
+
+
+@attrs.frozen
+class Watching:
+    """What the runner watches from outside the loop: a blocked loop, and the dump signal."""
+
+    blocked_after: float | None = None
+    dump_signal: int | None = _DUMP_SIGNAL
+
+    @classmethod
+    def checked(
+        cls, blocked_after: float | None, dump_signal: int | None, signals: Sequence[int]
+    ) -> Watching:
+        """The options, or a clear error."""
+        check_time(blocked_after, "blocked_after", "the runner", allow_none=True)
+        if blocked_after == 0:
+            msg = "the runner: blocked_after must be more than 0 seconds, not 0"
+            raise ValueError(msg)
+        if dump_signal is not None:
+            try:
+                signal.Signals(dump_signal)
+            except ValueError:
+                msg = f"the runner: dump_signal {dump_signal!r} is not a signal"
+                raise ValueError(msg) from None
+            if dump_signal in signals:
+                msg = (
+                    f"the runner: dump_signal {_signal_name(dump_signal)} is also a stop"
+                    " signal; pick another one, or dump_signal=None"
+                )
+                raise ValueError(msg)
+        return cls(blocked_after, dump_signal)
+
+
+@contextlib.contextmanager
+def _dumping(conductor: Conductor, signum: int | None) -> Generator[None, None, None]:
+    """While inside, *signum* logs the tree with where each player waits (one WARNING).
+
+    The dump is made in the handler itself, in the Trio thread between two bytecodes of
+    whatever runs, so it works when the loop is blocked and names the player blocking it.
+    At WARNING, so that it shows with the logging defaults.
+    """
+    if signum is None:
+        yield
+        return
+
+    def dump(_signum: int, frame: FrameType | None) -> None:
+        try:
+            text = tasks_text(conductor, frame)
+        except Exception as exc:  # noqa: BLE001 - a dump must never break the program
+            text = f"(could not read the tree: {exc!r})"
+        del frame
+        logger.warning("the tree, on %s:\n%s", _signal_name(signum), text)
+
+    previous = signal.signal(signum, dump)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
+def _watching_the_loop(
+    conductor: Conductor, blocked_after: float | None
+) -> Generator[None, None, None]:
+    """While inside, a thread names the player that blocks the loop for *blocked_after* s."""
+    if blocked_after is None:
+        yield
+        return
+    watchdog = LoopWatchdog(conductor, blocked_after)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.close()
 
 
 class _SignalCatcher:
@@ -219,9 +303,11 @@ async def _play(  # noqa: C901, PLR0913 - one place sets up and tears down every
     force_exit_after: float | None = None,
     health: HealthEndpoint | None = None,
     plan: StopPlan | None = None,
+    watching: Watching | None = None,
 ) -> None:
     """Run *conductor* under the signal handlers, with the operations asked for."""
     plan = plan or StopPlan()
+    watching = watching or Watching()
     notifier = SystemdNotifier.from_environ()
     if on_last is None:
         force_exit_after = None
@@ -239,7 +325,11 @@ async def _play(  # noqa: C901, PLR0913 - one place sets up and tears down every
             notifier.send(f"STATUS=draining for {plan.drain:g} s: {reason}")
 
     catcher = _SignalCatcher(conductor, signals, on_last, plan, on_first)
-    with catcher.installed():
+    with (
+        catcher.installed(),
+        _dumping(conductor, watching.dump_signal),
+        _watching_the_loop(conductor, watching.blocked_after),
+    ):
         if force is None and health is None and notifier is None:
             await conductor()
             return
@@ -279,12 +369,14 @@ async def _play(  # noqa: C901, PLR0913 - one place sets up and tears down every
             raise outcome[0]
 
 
-async def play_until_signal(
+async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each documented
     player: Conductor | PlayerSpec | Callable[..., Awaitable[object]],
     *signals: int,
     health: str | None = None,
     stop_within: float | None = None,
     drain: float | None = None,
+    blocked_after: float | None = None,
+    dump_signal: int | None = _DUMP_SIGNAL,
 ) -> None:
     """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
 
@@ -302,6 +394,12 @@ async def play_until_signal(
     then the stop begins. A second signal during the drain begins the stop at once (a third
     forces it; :func:`run` exits at a fourth). The drain counts inside *stop_within*.
 
+    With *blocked_after* (seconds), a thread watches the event loop: when it has not run for
+    that long, one warning names the player whose code blocks it and the file:line of the
+    blocking call, and a second one says how long it lasted once the loop runs again.
+    *dump_signal* (default ``SIGUSR1``; ``None``: none) logs the whole tree at WARNING, each
+    player with its state and where it is waiting (``kill -USR1 <pid>``).
+
     With *health* (``"HOST:PORT"``), the health endpoint is served there from before the first
     player starts until the tree has returned (see :doc:`/operations`). When the environment
     has ``NOTIFY_SOCKET`` (systemd's ``Type=notify``), systemd is told ``READY=1`` once the tree
@@ -311,7 +409,8 @@ async def play_until_signal(
     Raises:
         ConductorError: a player failed.
         ValueError: *health* is not ``HOST:PORT``; a time is negative or NaN; *drain* is
-            longer than *stop_within*.
+            longer than *stop_within*; *blocked_after* is 0; *dump_signal* is not a signal,
+            or is one of *signals*.
         ModuleNotFoundError: *health* is given but h11 (the ``health`` extra) is not installed.
         OSError: the health endpoint cannot listen (nothing was started).
 
@@ -324,9 +423,11 @@ async def play_until_signal(
         trio.run(main)
     """
     plan = StopPlan.checked(drain, stop_within)
+    signals = signals or _DEFAULT_SIGNALS
+    watching = Watching.checked(blocked_after, dump_signal, signals)
     conductor = as_conductor(player)
     endpoint = None if health is None else HealthEndpoint(conductor, health)
-    await _play(conductor, signals or _DEFAULT_SIGNALS, health=endpoint, plan=plan)
+    await _play(conductor, signals, health=endpoint, plan=plan, watching=watching)
 
 
 def _report_stuck(
@@ -365,6 +466,8 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
     health: str | None = None,
     stop_within: float | None = None,
     drain: float | None = None,
+    blocked_after: float | None = None,
+    dump_signal: int | None = _DUMP_SIGNAL,
 ) -> NoReturn:
     """Run *player* as the program's ``main()``, and exit with its status.
 
@@ -378,8 +481,9 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
       *force_exit_after* seconds have passed since the first signal: every player still
       running is printed with where it is stuck.
 
-    *stop_within* and *drain* are as for :func:`play_until_signal`. A bad *health* address,
-    a missing h11, or a bad time raises at once, before anything runs.
+    *stop_within*, *drain*, *blocked_after* and *dump_signal* are as for
+    :func:`play_until_signal`. A bad *health* address, a missing h11, or a bad time raises at
+    once, before anything runs.
 
     Example::
 
@@ -389,6 +493,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
             )
     """
     plan = StopPlan.checked(drain, stop_within)
+    watching = Watching.checked(blocked_after, dump_signal, signals)
     conductor = as_conductor(player)
     endpoint = None if health is None else HealthEndpoint(conductor, health)
 
@@ -405,6 +510,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
                 force_exit_after=force_exit_after,
                 health=endpoint,
                 plan=plan,
+                watching=watching,
             )
         except ConductorError as error:
             _report_failure(error, sys.stderr)

@@ -126,6 +126,11 @@ class PlayerSpec:
             ``False``: while it starts, restarts or stops, the tree stays ready (``/readyz``
             answers 200), for a player that serves no traffic, such as a periodic job or one
             worker of many. See also the conductor's ``min_ready``.
+        liveness: seconds it may go without calling :func:`heartbeat` once it is started
+            (default ``None``: no liveness). Silent longer, it is *hung*: its conductor logs
+            where it is stuck, stops it (soft phase, then hard) and fails it with
+            :class:`PlayerHung`, so its restart policy applies. Not for a nested conductor
+            (give its players a liveness).
 
     Example::
 
@@ -134,6 +139,7 @@ class PlayerSpec:
         orchestra.PlayerSpec(consume, restart=orchestra.Restart.ON_FAILURE)
         orchestra.PlayerSpec(report, restart="always", ready_required=False)
         orchestra.PlayerSpec(web_server, after=("db", "cache"))
+        orchestra.PlayerSpec(consume, liveness=30, restart="on_failure")
     """
 
     fn: Callable[..., Awaitable[object]]
@@ -145,6 +151,7 @@ class PlayerSpec:
     backoff: Backoff | None
     ready_required: bool
     after: tuple[str, ...] | None
+    liveness: float | None
     takes_task_status: bool = attrs.field(repr=False)
 
     def __init__(  # noqa: PLR0913 - the options are keyword-only and each is documented
@@ -158,6 +165,7 @@ class PlayerSpec:
         backoff: Backoff | None = DEFAULT_BACKOFF,
         ready_required: bool = True,
         after: tuple[str, ...] | list[str] | None = None,
+        liveness: float | None = None,
     ) -> None:
         where = f"PlayerSpec({describe(fn)})"
         _check_callable(fn, where)
@@ -175,6 +183,7 @@ class PlayerSpec:
             )
             raise ValueError(msg)
         after = _as_after(after, where)
+        _check_liveness(fn, liveness, where)
         takes = wants_task_status(fn)
         if start_timeout is not None and not takes:
             msg = (
@@ -192,6 +201,7 @@ class PlayerSpec:
             backoff,
             ready_required,
             after,
+            liveness,
             takes,
         )
 
@@ -237,6 +247,24 @@ def _as_after(value: object, where: str) -> tuple[str, ...] | None:
             raise ValueError(msg)
         seen.add(name)
     return tuple(cast("tuple[str, ...]", tuple(names)))
+
+
+def _check_liveness(fn: object, liveness: object, where: str) -> None:
+    """A liveness is a positive number of seconds, and a leaf player's alone."""
+    if liveness is None:
+        return
+    check_time(liveness, "liveness", where)
+    if liveness == 0:
+        msg = f"{where}: liveness must be more than 0 seconds, not 0"
+        raise ValueError(msg)
+    from ._conductor import Conductor  # noqa: PLC0415 - it imports this module
+
+    if isinstance(fn, Conductor):
+        msg = (
+            f"{where}: a nested conductor cannot have a liveness, since its players beat,"
+            " not it; give them one"
+        )
+        raise ValueError(msg)  # noqa: TRY004 - the type is right: the rule is broken
 
 
 _default_specs: weakref.WeakKeyDictionary[object, PlayerSpec] = weakref.WeakKeyDictionary()

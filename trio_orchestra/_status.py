@@ -41,6 +41,10 @@ class PlayerStatus:
             order: for a line, the player before it).
         stop_budget: for a conductor, the longest its orderly stop can take now (see
             :meth:`Conductor.stop_budget`); ``None`` for a leaf.
+        liveness: its ``PlayerSpec(liveness=...)``: how long it may go without a
+            :func:`heartbeat`, or ``None``.
+        last_heartbeat: the :func:`trio.current_time` of the last heartbeat of its current
+            (or last) run, or ``None`` (before its first one, or without a liveness).
         not_ready: why it is not ready, one reason per player that keeps it from being ready
             (``"app/web is starting"``); empty when it is ready. See :attr:`ready`.
         children: a read-only mapping from name to node, in start order (empty for a leaf;
@@ -61,6 +65,8 @@ class PlayerStatus:
     cut_off: bool = False
     after: tuple[str, ...] = ()
     stop_budget: float | None = None
+    liveness: float | None = None
+    last_heartbeat: float | None = None
     not_ready: tuple[str, ...] = ()
     children: Mapping[str, PlayerStatus] = attrs.field(factory=_no_children, repr=False)
 

@@ -19,6 +19,7 @@ from ._events import Draining as Draining
 from ._events import Event as Event
 from ._events import Failed as Failed
 from ._events import Finished as Finished
+from ._events import Hung as Hung
 from ._events import Ready as Ready
 from ._events import Restarting as Restarting
 from ._events import RestartLimitExceeded as RestartLimitExceeded
@@ -32,6 +33,7 @@ __all__ = [
     "Event",
     "Failed",
     "Finished",
+    "Hung",
     "Ready",
     "RestartLimitExceeded",
     "Restarting",
