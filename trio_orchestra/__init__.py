@@ -15,6 +15,7 @@ from ._errors import PlayerHung as PlayerHung
 from ._errors import StartTimeout as StartTimeout
 from ._errors import StopTimeout as StopTimeout
 from ._errors import TooManyRestarts as TooManyRestarts
+from ._errors import UpdateError as UpdateError
 from ._every import every as every
 from ._lifecycle import PlayerState as PlayerState
 from ._liveness import heartbeat as heartbeat
@@ -46,6 +47,7 @@ __all__ = [
     "StopTimeout",
     "StopToken",
     "TooManyRestarts",
+    "UpdateError",
     "current_stop",
     "events",
     "every",

@@ -59,6 +59,7 @@ from ._errors import (
     StartTimeout,
     StopTimeout,
     TooManyRestarts,
+    UpdateError,
     add_note,
     path_note,
 )
@@ -74,11 +75,13 @@ from ._ordering import (
     check_names,
     longest_path,
     resolve,
+    topological,
 )
 from ._spec import PlayerSpec, as_spec
 from ._status import ConductorStatistics, PlayerStatus
 from ._stop import StopToken, current_owner, supervisors
 from ._supervision import STRATEGIES, Restart, RestartWindow, Strategy
+from ._update import Plan, Step, plan
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -164,6 +167,25 @@ def _check_nested_once(specs: Mapping[str, PlayerSpec], where: str) -> None:
             visit(inner._specs, f"{path}/")
 
     visit(specs, "")
+
+
+def _declare(
+    players: object, path: str
+) -> tuple[dict[str, PlayerSpec], dict[str, tuple[str, ...]] | None, frozenset[str]]:
+    """Check a declaration of players whole: its specs, resolved edges and explicit names.
+
+    The constructor's check, and :meth:`Conductor.update`'s before it changes anything.
+    """
+    where = f"conductor {path!r}"
+    check_type(players, Mapping, f"{where}: players", "a mapping of name to player")
+    specs: dict[str, PlayerSpec] = {}
+    for key, value in cast("Mapping[object, object]", players).items():
+        name = _check_name(key, f"{where}: player name")
+        specs[name] = as_spec(value, f"player {path}/{name}")
+    _check_nested_once(specs, where)
+    edges = resolve({key: spec.after for key, spec in specs.items()}, path)
+    explicit = frozenset(key for key, spec in specs.items() if spec.after is not None)
+    return specs, edges, explicit
 
 
 def _check_count(value: int | None, what: str) -> None:
@@ -458,6 +480,8 @@ class Conductor:
     _deferred: list[_Slot]
     _group: _Group | None
     _group_pending: list[tuple[_Slot, float]]
+    _updating: bool
+    _next_specs: dict[_Slot, PlayerSpec]
     _window: RestartWindow
     _restarts: int
     _started_at: float | None
@@ -511,15 +535,7 @@ class Conductor:
             check_type(random, _random_type, f"{where}: random", "a random.Random")
         _check_callable_or_none(on_event, f"{where}: on_event")
         _check_count(min_ready, f"{where}: min_ready")
-        players = {} if players is None else players
-        check_type(players, Mapping, f"{where}: players", "a mapping of name to player")
-        specs: dict[str, PlayerSpec] = {}
-        for key, value in players.items():
-            _check_name(key, f"{where}: player name")
-            specs[key] = as_spec(value, f"player {name}/{key}")
-        _check_nested_once(specs, where)
-        self._edges = resolve({key: spec.after for key, spec in specs.items()}, name)
-        self._explicit = frozenset(key for key, spec in specs.items() if spec.after is not None)
+        specs, self._edges, self._explicit = _declare({} if players is None else players, name)
         self._name = name
         self._grace = float(grace)
         self._parallel = stop_order == "parallel"
@@ -539,6 +555,7 @@ class Conductor:
         # whatever on_event hooks the conductors have. Set on the root; nested ones inherit it.
         self._observer: Callable[[events.Event], object] | None = None
         self._path = name
+        self._update_lock = trio.Lock()
         self._reset()
 
     # -- public surface ---------------------------------------------------------------------
@@ -599,6 +616,12 @@ class Conductor:
             "on_event": self._on_event,
             "min_ready": self._min_ready,
         }
+
+    def _same_options(self, other: Conductor) -> bool:
+        """Whether *other* was built with the same options (each has its own jitter source)."""
+        mine, theirs = self._options(), other._options()
+        del mine["random"], theirs["random"]
+        return mine == theirs
 
     def stop(
         self, reason: str | None = None, *, force: bool = False, within: float | None = None
@@ -710,17 +733,242 @@ class Conductor:
                 f" {'it' if len(requirers) == 1 else 'them'} first"
             )
             raise ValueError(msg)
+        error = await self._take_out(slot, "removed from its conductor")
+        if error is not None:
+            raise error
+
+    async def _take_out(self, slot: _Slot, reason: str) -> BaseException | None:
+        """Stop a player gracefully and take it out of the tree; return what it raised."""
         if not slot.alive:
             self._drop(slot)
             await trio.lowlevel.checkpoint()
-            return
+            return None
         waiter = slot.waiter = _Waiter(drop=True)
         slot.removing = True
         if not slot.stop_requested:
-            self._stop_slot(slot, trio.current_time(), "removed from its conductor")
+            self._stop_slot(slot, trio.current_time(), reason)
         await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
+        return waiter.error
+
+    async def update(
+        self, players: Mapping[str, Callable[..., Awaitable[object]] | PlayerSpec]
+    ) -> None:
+        """Change the running conductor to a new declaration of its players, as one transaction.
+
+        *players* has the constructor's form, and is checked whole before anything changes.
+        Players whose spec is equal (the same callable, equal arguments and options) are left
+        alone; missing names are removed (dependents first); new names are added and changed
+        players restarted with their new spec, one at a time, in the new dependency order,
+        each started (ready) before the next change begins. A nested conductor replaced by a
+        conductor with the same options (and a spec equal but for the conductor) is updated
+        with the new one's players, recursively, instead of restarted. The new declaration is
+        then this conductor's: a later fresh run starts from it.
+
+        If a new or changed player fails to start, the update stops there: that player gets
+        its old spec back (its old run is started again; a new player is left out), the
+        changes made before it stay, the ones after it are not made, the declaration stays the
+        old one, and :class:`UpdateError` is raised here, naming the player and holding the
+        cause. The tree keeps running. Nothing is counted as a restart.
+
+        An update while another one runs waits for it, then applies its own declaration;
+        ``add``, ``remove`` and ``restart`` are refused while an update runs.
+
+        Raises:
+            UpdateError: a new or changed player failed to start.
+            TypeError, ValueError: the new declaration is invalid (as for the constructor);
+                nothing changed.
+            RuntimeError: the conductor is not running, or is stopping, or is restarting a
+                group of players; or a player is being added, removed or restarted.
+
+        Example::
+
+            await conductor.update({"db": db, "web": orchestra.PlayerSpec(web, grace=10)})
+        """
+        specs, edges, explicit = _declare(players, self._path)
+        async with self._update_lock:
+            self._check_controllable("update")
+            self._check_free("update")
+            steps = self._plan(specs, edges)
+            self._updating = True
+            try:
+                await self._carry_out(steps, specs, edges, explicit)
+            finally:
+                self._updating = False
+                self._next_specs.clear()
+                self._maybe_done()
+
+    def _check_free(self, what: str) -> None:
+        """Refuse if a group restart, or a call on one player, is in progress."""
+        if self._group is not None:
+            msg = (
+                f"cannot {what}: conductor {self._path!r} is restarting a group of players;"
+                " try again once it is done"
+            )
+            raise RuntimeError(msg)
+        for slot in self._slots:
+            if slot.waiter is not None or slot.removing or slot.manual_restart:
+                msg = (
+                    f"cannot {what}: player {slot.path!r} is being added, removed or restarted;"
+                    " try again once it is done"
+                )
+                raise RuntimeError(msg)
+
+    def _plan(self, specs: dict[str, PlayerSpec], edges: dict[str, tuple[str, ...]] | None) -> Plan:
+        """The update from the players running now to *specs* (see :mod:`._update`)."""
+        live = [slot for slot in self._slots if not slot.removed]
+        order = self._order
+        start_order = [slot.name for slot in (order.topo if isinstance(order, Graph) else live)]
+        new_order = list(specs) if edges is None else topological(edges)
+
+        def nested(name: str, spec: PlayerSpec) -> bool:
+            child = self._by_name[name].child
+            fn = spec.fn
+            return child is not None and isinstance(fn, Conductor) and fn._same_options(child)
+
+        running = {slot.name: slot.spec for slot in live}
+        return plan(running, start_order, specs, new_order, nested)
+
+    async def _carry_out(
+        self,
+        steps: Plan,
+        specs: dict[str, PlayerSpec],
+        edges: dict[str, tuple[str, ...]] | None,
+        explicit: frozenset[str],
+    ) -> None:
+        """Make the changes of *steps*, in order; then the declaration is *specs*."""
+        self._announce(steps, "updating", events.Updating)
+        for name in steps.removed:
+            error = await self._take_out(self._by_name[name], "removed by an update")
+            if error is not None:
+                logger.warning(
+                    "player %s/%s raised while the update removed it: %r",
+                    self._path,
+                    name,
+                    error,
+                    extra={"path": f"{self._path}/{name}"},
+                )
+        self._rearrange(specs, edges, explicit)
+        done = 0
+        try:
+            for step in steps.steps:
+                await self._take_step(step)
+                done += 1
+        except UpdateError as error:
+            for later in steps.steps[done:]:
+                slot = self._by_name.get(later.name)
+                if later.kind == "add" and slot is not None and not slot.alive:
+                    self._drop(slot)  # a new player that was never started
+            self._update_failed(error)
+            raise
+        self._specs, self._edges, self._explicit = specs, edges, explicit
+        self._announce(steps, "updated", events.Updated)
+
+    def _announce(
+        self, steps: Plan, verb: str, event: type[events.Updating | events.Updated]
+    ) -> None:
+        """Log and tell the beginning or the end of an update, with what it changes."""
+        if logger.isEnabledFor(_INFO):
+            message = "conductor %s %s: %s"
+            logger.info(message, self._path, verb, steps.summary(), extra={"path": self._path})
+        if self._hook is not None:
+            now = trio.current_time()
+            change = {"added": steps.added, "removed": steps.removed, "changed": steps.changed}
+            self._emit(event(path=self._path, time=now, **change))
+
+    def _rearrange(
+        self,
+        specs: dict[str, PlayerSpec],
+        edges: dict[str, tuple[str, ...]] | None,
+        explicit: frozenset[str],
+    ) -> None:
+        """Put the players in the new declaration's order, with a slot for each new one.
+
+        The new ones are not started yet, and the changed ones keep their running spec until
+        their step: only their places change. No wave walks the order during an update.
+        """
+        slots: list[_Slot] = []
+        for order, (name, spec) in enumerate(specs.items()):
+            slot = self._by_name.get(name)
+            if slot is None:
+                slot = self._by_name[name] = _Slot(self, name, spec, order)
+            slot.order = order
+            slots.append(slot)
+        self._slots[:] = slots  # the same list: a Line is a view of it
+        self._next_order = len(slots)
+        self._order = (
+            Line(self._slots) if edges is None else Graph[_Slot].of(slots, edges, explicit)
+        )
+
+    async def _take_step(self, step: Step) -> None:
+        """Start a new player, restart a changed one, or update a nested conductor."""
+        if self._phase >= _Phase.STOPPING:
+            path = f"{self._path}/{step.name}"
+            raise UpdateError(path, RuntimeError(f"conductor {self._path!r} began to stop"))
+        slot = self._by_name[step.name]
+        if step.kind == "update":  # both are conductors: see _plan
+            child, new = cast("Conductor", slot.child), cast("Conductor", step.spec.fn)
+            await child.update(new.players)
+            slot.spec = step.spec  # a fresh run of it starts from the new declaration
+            return
+        old = slot.spec
+        if step.kind == "add":
+            waiter = slot.waiter = _Waiter(drop=True)
+            self._emit_started(slot)
+            self._spawn(slot)
+        else:
+            waiter = self._replace(slot, step.spec)
+        try:
+            await self._wait_started(slot, waiter)
+        except Exception as exc:
+            if step.kind == "change":
+                await self._put_back(slot, old)
+            raise UpdateError(slot.path, exc) from exc
+
+    def _replace(self, slot: _Slot, spec: PlayerSpec) -> _Waiter:
+        """Restart *slot* with *spec*: its old run stops gracefully first, if it runs."""
+        waiter = slot.waiter = _Waiter(drop=False)
+        if slot.alive:
+            self._next_specs[slot] = spec  # taken when the old run has ended: see _exit
+            slot.manual_restart = True
+            if not slot.stop_requested:
+                self._stop_slot(slot, trio.current_time(), "its spec changed in an update")
+        else:
+            self._cancel_backoff(slot)
+            slot.spec = spec
+            self._respawn(slot, count=False)
+        return waiter
+
+    async def _put_back(self, slot: _Slot, old: PlayerSpec) -> None:
+        """A changed player failed to start: start its old spec again (once, best effort)."""
+        self._next_specs.pop(slot, None)
+        slot.spec = old
+        if slot.alive or self._phase >= _Phase.STOPPING:
+            return  # its old run outlived its stop (a straggler), or the tree is stopping
+        waiter = slot.waiter = _Waiter(drop=False)
+        self._respawn(slot, count=False)
+        try:
+            await self._wait_started(slot, waiter)
+        except Exception as exc:  # noqa: BLE001 - logged: the update's own error is raised
+            logger.error(  # noqa: TRY400 - its traceback was logged when it failed
+                "player %s failed to start again with its old spec: %r",
+                slot.path,
+                exc,
+                extra={"path": slot.path},
+            )
+
+    def _update_failed(self, error: UpdateError) -> None:
+        logger.error(
+            "conductor %s: %s; the changes before it were made, the later ones were not",
+            self._path,
+            error,
+            extra={"path": self._path},
+        )
+        if self._hook is not None:
+            self._emit(
+                events.UpdateFailed(
+                    path=self._path, time=trio.current_time(), player=error.path, error=error.cause
+                )
+            )
 
     async def restart(self, name: str) -> object:
         """Stop one player gracefully and start it again; return once it is started again.
@@ -945,6 +1193,8 @@ class Conductor:
         self._deferred = []
         self._group = None
         self._group_pending = []
+        self._updating = False
+        self._next_specs = {}
         self._window = RestartWindow(self._max_restarts, self._period)
         self._restarts = 0
         self._started_at = None
@@ -968,6 +1218,9 @@ class Conductor:
             raise RuntimeError(msg)
         if self._phase >= _Phase.STOPPING:
             msg = f"cannot {what}: conductor {self._path!r} is stopping"
+            raise RuntimeError(msg)
+        if self._updating:
+            msg = f"cannot {what}: conductor {self._path!r} is updating; try again once it is done"
             raise RuntimeError(msg)
 
     def _controlled(self, name: str, what: str) -> _Slot:
@@ -1266,6 +1519,7 @@ class Conductor:
             and not self._pool
             and not self._timed
             and self._group is None
+            and not self._updating  # between two steps, no player may be running
         ):
             self._phase = _Phase.DONE
             self._wake()
@@ -1455,7 +1709,10 @@ class Conductor:
         elif slot.manual_restart and self._phase < _Phase.STOPPING and not slot.straggler:
             slot.manual_restart = False
             self._end(slot, failure, note="while being stopped for a restart")
-            self._respawn(slot, count=True)
+            spec = self._next_specs.pop(slot, None)  # an update's new spec for it
+            if spec is not None:
+                slot.spec = spec
+            self._respawn(slot, count=spec is None)
         elif slot.waiter is not None and (
             slot.removing or slot.manual_restart or not slot.started_flag
         ):

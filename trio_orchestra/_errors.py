@@ -13,7 +13,8 @@ The tree::
     ├── PlayerHung              a player with ``liveness`` sent no heartbeat in time
     ├── StartTimeout            a player did not call ``task_status.started()`` in time
     ├── StopTimeout             a player outlived its hard cancel by its grace (a straggler)
-    └── TooManyRestarts         a player exceeded its conductor's restart intensity
+    ├── TooManyRestarts         a player exceeded its conductor's restart intensity
+    └── UpdateError             an update of a running conductor stopped at a player
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "StartTimeout",
     "StopTimeout",
     "TooManyRestarts",
+    "UpdateError",
     "add_note",
     "lone_error",
     "path_note",
@@ -246,3 +248,31 @@ class TooManyRestarts(Exception):
             f"player {self.path!r} needed more than {self.max_restarts} restarts"
             f" within {self.period:g} s"
         )
+
+
+@final
+class UpdateError(Exception):
+    """:meth:`Conductor.update` stopped at the player at *path*, which failed to start.
+
+    The tree keeps running: the changes before that player were made, that player has its old
+    spec back (its old run started again), and the changes after it were not made. The
+    failure is ``cause`` (also ``__cause__``).
+
+    Example::
+
+        try:
+            await conductor.update(new_players)
+        except orchestra.UpdateError as error:
+            log.error("reload failed at %s: %r", error.path, error.cause)
+    """
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(path, cause)
+        self.path = path
+        self.cause = cause
+        self.__cause__ = cause
+
+    def __str__(self) -> str:
+        text = str(self.cause)
+        what = f"{type(self.cause).__name__}: {text}" if text else type(self.cause).__name__
+        return f"the update stopped at player {self.path!r}, which failed to start: {what}"

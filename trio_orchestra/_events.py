@@ -24,6 +24,9 @@ __all__ = [
     "Stopped",
     "Stopping",
     "Straggling",
+    "UpdateFailed",
+    "Updated",
+    "Updating",
 ]
 
 
@@ -207,3 +210,51 @@ class RestartLimitExceeded(Event):
 
     max_restarts: int
     period: float
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Updating(Event):
+    """The conductor at ``path`` begins an update (:meth:`~trio_orchestra.Conductor.update`).
+
+    ``added``, ``removed`` and ``changed`` are the names of its players that the update adds,
+    removes, and restarts with a new spec (or updates, for a nested conductor), in the order
+    it takes them.
+
+    Example::
+
+        Updating(path="app", time=60.0, added=("cache",), removed=(), changed=("web",))
+    """
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Updated(Event):
+    """The update of the conductor at ``path`` is done: every change was made.
+
+    Example::
+
+        Updated(path="app", time=62.5, added=("cache",), removed=(), changed=("web",))
+    """
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+
+
+@final
+@attrs.frozen(kw_only=True)
+class UpdateFailed(Event):
+    """The update of the conductor at ``path`` stopped at ``player``, which failed to start.
+
+    Example::
+
+        UpdateFailed(path="app", time=61.0, player="app/web", error=OSError("port in use"))
+    """
+
+    player: str
+    error: BaseException

@@ -27,6 +27,9 @@ from ._events import Started as Started
 from ._events import Stopped as Stopped
 from ._events import Stopping as Stopping
 from ._events import Straggling as Straggling
+from ._events import Updated as Updated
+from ._events import UpdateFailed as UpdateFailed
+from ._events import Updating as Updating
 
 __all__ = [
     "Draining",
@@ -41,6 +44,9 @@ __all__ = [
     "Stopped",
     "Stopping",
     "Straggling",
+    "UpdateFailed",
+    "Updated",
+    "Updating",
 ]
 
 
