@@ -1,24 +1,41 @@
-"""The demo's players stop well: no failure and no new job once a stop began (contract s. 5)."""
+"""The demo stops well (contract s. 5); its /hang and /block show the liveness tools (s. 11)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 import trio_orchestra as orchestra
+from trio_orchestra import _demo, events
 from trio_orchestra._demo import (
+    BLOCK_SECONDS,
+    BLOCKED_AFTER,
     DRAIN,
     JOB_SECONDS,
+    LIVENESS,
     STOP_WITHIN,
+    Trouble,
     banner,
     database,
     demo_conductor,
     flaky,
+    hello,
     jobs_conductor,
+    worker,
 )
+from trio_orchestra.testing import background
 
 
 def test_the_tree_is_a_graph_whose_stop_fits_in_the_runners_deadline() -> None:
@@ -94,17 +111,22 @@ async def test_the_workers_take_no_job_once_the_pool_is_stopping(
     assert states == {orchestra.PlayerState.DONE}
 
 
-def test_the_banner_points_to_the_health_page_and_the_coming_live_view() -> None:
-    """The demo's first lines say what the graph is, where it is shown, and how to stop it."""
-    text = banner("127.0.0.1:8000", "127.0.0.1:8080")
+def test_the_banner_points_to_the_health_page_the_tools_and_the_coming_live_view() -> None:
+    """The demo's first lines: the graph, where it is shown, the stuck-player tools, the stop."""
+    text = banner("127.0.0.1:8000", "127.0.0.1:8080", pid=4242)
     assert "http://127.0.0.1:8080/" in text
     assert "/status" in text
     assert "/readyz" in text
-    assert "http://127.0.0.1:8000/" in text
+    assert "/tasks" in text
+    assert "http://127.0.0.1:8000/  /hang: a worker hangs" in text
+    assert "/block: a worker blocks the event loop" in text
+    assert "kill -USR1 4242" in text
+    assert f"kill -USR1 {os.getpid()}" in banner("127.0.0.1:8000", "127.0.0.1:8080")
     assert "python -m trio_orchestra top" in text
     assert "Ctrl-C once: 2 s of draining (/readyz 503)" in text
     assert "db and cache, then jobs (after db) and web (after both)" in text
-    assert len(text.splitlines()) <= 8
+    assert len(text.splitlines()) <= 10
+    assert max(len(line) for line in text.splitlines()) <= 100
     assert "PORT/ (port 0" in banner("127.0.0.1:0", "[::1]:0")
 
 
@@ -119,3 +141,269 @@ async def test_the_database_is_up_after_its_connect_and_closes_on_its_stop(
         conductor.stop("test")
     assert trio.current_time() == 1
     assert conductor.status().children["db"].state is orchestra.PlayerState.DONE
+
+
+# -- /hang and /block: the liveness tools on the demo (s. 11) ---------------------------------
+
+
+async def ask(trouble: Trouble, path: str) -> str:
+    """GET *path* from the demo's web app, called as hypercorn calls it; the body."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        sent.append(message)
+
+    await hello(trouble, {"type": "http", "path": path}, receive, send)
+    assert sent[0]["status"] == 200
+    body: bytes = sent[1]["body"]
+    return body.decode()
+
+
+def timeline(seen: list[events.Event], *kinds: type[events.Event]) -> list[tuple[str, float]]:
+    """(event name, time) of the events of those *kinds*, in order."""
+    return [(type(e).__name__, e.time) for e in seen if isinstance(e, kinds)]
+
+
+async def test_hang_makes_the_next_jobs_worker_hung_and_it_is_restarted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """/hang at 4.5: job 6 (at 5) never ends; found hung at 10, cut at 13, restarted at 14.
+
+    Two workers, 1.5 s jobs, one job a second: each job is taken as it comes, at 0, 1, 2, ...
+    The worker beats as it takes job 6, at 5; the pool's one liveness check runs every 5 s
+    (at 5, 10, ...): at 10 it has been silent for 5 s, its liveness. Its soft phase is the
+    pool's grace (3 s), which a call with no timeout ignores; then the backoff, 1 s.
+    """
+    trouble = Trouble()
+    seen: list[events.Event] = []
+    root = orchestra.Conductor({"jobs": jobs_conductor(trouble)}, name="demo", on_event=seen.append)
+    async with background(root) as run:
+        await trio.sleep(4.5)
+        answer = await ask(trouble, "/hang")
+        assert trio.current_time() == 4.7
+        assert answer.startswith("the next job makes its worker wait forever")
+        await trio.sleep(30 - 4.7)
+        hung = [e for e in seen if isinstance(e, events.Hung)]
+        assert [(e.time, e.silent, e.liveness) for e in hung] == [(10, 5, LIVENESS)]
+        path = hung[0].path
+        assert path in {"demo/jobs/worker-1", "demo/jobs/worker-2"}
+        assert any(
+            "_demo.py:" in line and "in call_with_no_timeout" in line for line in hung[0].where
+        )
+        mine = [e for e in seen if e.path == path]
+        kinds = (events.Hung, events.Stopping, events.Failed, events.Restarting, events.Ready)
+        assert timeline(mine, *kinds)[1:] == [  # after its first Ready, at 0
+            ("Hung", 10),
+            ("Stopping", 10),
+            ("Failed", 13),
+            ("Restarting", 13),
+            ("Ready", 14),
+        ]
+        failed = next(e for e in mine if isinstance(e, events.Failed))
+        assert isinstance(failed.error, orchestra.PlayerHung)
+        assert failed.handled
+        node = run.conductor.status().children["jobs"].children[path.rpartition("/")[2]]
+        assert (node.state, node.restarts) == (orchestra.PlayerState.RUNNING, 1)
+        assert isinstance(node.last_error, orchestra.PlayerHung)
+        assert await run.stop() is None  # the one-Ctrl-C stop is still clean
+
+
+async def test_a_hang_is_one_job_only_and_the_other_worker_is_never_hung(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two /hang requests hang two jobs, no more; over 120 s nothing else is found hung."""
+    trouble = Trouble()
+    seen: list[events.Event] = []
+    root = orchestra.Conductor({"jobs": jobs_conductor(trouble)}, name="demo", on_event=seen.append)
+    async with background(root) as run:
+        await trio.sleep(4.5)
+        await ask(trouble, "/hang")
+        await trio.sleep(20)
+        await ask(trouble, "/hang")
+        await trio.sleep(100)
+        assert (trouble.hangs, len([e for e in seen if isinstance(e, events.Hung)])) == (0, 2)
+        nodes = run.conductor.status().children["jobs"].children
+        assert nodes["worker-1"].restarts + nodes["worker-2"].restarts == 2
+        assert {node.state for node in nodes.values()} == {orchestra.PlayerState.RUNNING}
+        assert await run.stop() is None
+
+
+async def test_hang_after_hang_exceeds_the_pools_intensity_and_the_demo_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every job hangs: six hangs in 30 s; the sixth restart would exceed 5 in 60 s.
+
+    The workers hang on jobs taken at 0 and 1; one check every 5 s finds one at 5, 10, ...,
+    30. Each is cut at its grace (3 s) and restarted after its backoff (1, 2, 4 s). The
+    sixth hang's failure, at 33, exceeds the pool's intensity: the pool gives up, and so does
+    the demo's tree, since ``jobs`` is not restarted (``Restart.NEVER``).
+    """
+    trouble = Trouble()
+    trouble.hangs = 100
+    seen: list[events.Event] = []
+    root = orchestra.Conductor({"jobs": jobs_conductor(trouble)}, name="demo", on_event=seen.append)
+    async with background(root) as run:
+        error = await run.wait_stopped()
+    assert [e.time for e in seen if isinstance(e, events.Hung)] == [5, 10, 15, 20, 25, 30]
+    limit = [e for e in seen if isinstance(e, events.RestartLimitExceeded)]
+    assert [e.time for e in limit] == [33]
+    assert error is not None
+    assert trio.current_time() == 36  # the other worker, hung again, gets its grace
+    assert list(error.failures) == [limit[0].path]  # the one whose restart was refused
+    assert isinstance(error.failures[limit[0].path], orchestra.PlayerHung)
+
+
+async def test_a_worker_waiting_for_a_job_beats_and_is_not_hung(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An empty queue for 60 s: the worker beats every second while it waits."""
+    _, receive = trio.open_memory_channel[int](10)
+    spec = orchestra.PlayerSpec(worker, "w", receive, _demo._Tally(), Trouble(), liveness=LIVENESS)
+    seen: list[events.Event] = []
+    async with background(orchestra.Conductor({"w": spec}, on_event=seen.append)) as run:
+        await trio.sleep(60.5)
+        assert run.conductor.status().children["w"].last_heartbeat == 60
+        assert await run.stop() is None
+    assert not [e for e in seen if isinstance(e, events.Hung)]
+
+
+async def test_block_makes_the_next_jobs_worker_run_blocking_code(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/block at 4.5: the worker taking job 6, at 5, runs the blocking call, then goes on.
+
+    (The real call is time.sleep(2), which a mock clock cannot show: the test of the demo's
+    process in tests/test_demo.py sees the watchdog name it.)
+    """
+    calls: list[float] = []
+    monkeypatch.setattr(_demo, "blocking_work", lambda: calls.append(trio.current_time()))
+    trouble = Trouble()
+    root = orchestra.Conductor({"jobs": jobs_conductor(trouble)}, name="demo")
+    async with background(root) as run:
+        await trio.sleep(4.5)
+        answer = await ask(trouble, "/block")
+        assert answer == (
+            "the next job makes its worker call time.sleep(2), blocking the event loop:"
+            " blocked_after (1 s) names the worker and the line\n"
+        )
+        await trio.sleep(10)
+        assert calls == [5]
+        assert await run.stop() is None
+
+
+async def test_other_paths_get_the_hello_line(autojump_clock: trio.testing.MockClock) -> None:
+    """Anything but /hang and /block is answered as before, and asks nothing of the workers."""
+    trouble = Trouble()
+    assert await ask(trouble, "/hello") == "hello from trio-orchestra: you asked for /hello\n"
+    assert trouble.take() is None
+
+
+def test_the_liveness_covers_a_job_and_a_blocked_loop() -> None:
+    """A worker is silent for a job at most; a blocked loop silences it too: both fit."""
+    assert JOB_SECONDS + BLOCK_SECONDS < LIVENESS
+    assert BLOCK_SECONDS > BLOCKED_AFTER
+    workers = jobs_conductor().status().children
+    assert {workers[name].liveness for name in ("worker-1", "worker-2")} == {LIVENESS}
+    assert workers["queue-feeder"].liveness is None
+
+
+# -- the demo as a process: /block and /hang over loopback -------------------------------------
+
+#: Seconds the process test waits for any one line of the demo's log.
+PATIENCE = 30.0
+
+
+class DemoLog:
+    """The stderr of a demo process, written to a file, read as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        """Read *path*."""
+        self.path = path
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first match of the regex *pattern* in the log, once it is there."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            text = self.path.read_text(encoding="utf-8")
+            found = re.search(pattern, text, re.MULTILINE)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                msg = f"no {pattern!r} in the demo's log after {PATIENCE} s:\n{text}"
+                raise AssertionError(msg)
+            time.sleep(0.05)
+
+
+def get(url: str) -> str:
+    """The body of a GET of *url* (loopback only)."""
+    assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - ours, loopback
+        body: bytes = answer.read()
+    return body.decode()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_demo_process_names_a_blocked_loop_and_finds_a_hung_worker(tmp_path: Path) -> None:
+    """/block: the watchdog's two warnings name the worker and the line; /hang: a hung worker.
+
+    Then /tasks shows the tree with where each player waits, and one SIGINT stops it, exit 0.
+    """
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trio_orchestra",
+                "demo",
+                "--health",
+                "127.0.0.1:0",
+                "--web",
+                "127.0.0.1:0",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        log = DemoLog(err_path)
+        health = log.wait_for(r"health endpoint on (http://\S+/)$").group(1)
+        web = log.wait_for(r"Running on (http://\S+) ").group(1)
+        log.wait_for(r"player demo/web started$")
+        assert get(web + "/block").startswith("the next job makes its worker call time.sleep(2)")
+        first = log.wait_for(r"WARNING trio_orchestra: the event loop has been blocked .*$")
+        assert re.fullmatch(
+            r"WARNING trio_orchestra: the event loop has been blocked for 1 s by player"
+            r" demo/jobs/worker-[12], at \S+_demo\.py:\d+ in blocking_work:"
+            r" time\.sleep\(BLOCK_SECONDS\)",
+            first.group(0),
+        )
+        again = log.wait_for(r"the event loop runs again after about ([\d.]+) s blocked by (.*)$")
+        assert 1.5 <= float(again.group(1)) < 5
+        assert again.group(2).startswith("player demo/jobs/worker-")
+        assert get(web + "/hang").startswith("the next job makes its worker wait forever")
+        hung = log.wait_for(
+            r"WARNING trio_orchestra: player (demo/jobs/worker-[12]) is hung: no heartbeat for"
+            r" ([\d.]+) s \(its liveness is 5 s\); stuck at:\n(  .*\n)+"
+        )
+        assert 5 <= float(hung.group(2)) <= 10 + 1  # one check period, and a loaded machine
+        assert "in call_with_no_timeout" in hung.group(0)
+        log.wait_for(rf"player {hung.group(1)} restarting in 1 s \(restart 1\)")
+        tasks = get(health + "tasks")
+        assert tasks.startswith("demo running")
+        assert re.search(r"^    worker-[12] +running .*heartbeat \d+ s ago", tasks, re.MULTILINE)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=PATIENCE) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = err_path.read_text(encoding="utf-8")
+    for sign in ("Traceback", "ERROR"):
+        assert sign not in text, text

@@ -477,7 +477,7 @@ def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
     took = time.monotonic() - signalled
     assert status == 0, [*lines, err]
     assert 2 <= took < 10  # the 2 s drain, then a stop of about 1.5 s; the deadline is 10 s
-    assert len(out.splitlines()) <= 8  # the banner, and no tree printed every few seconds
+    assert len(out.splitlines()) <= 10  # the banner, and no tree printed every few seconds
     assert "/readyz" in out
     assert "conductor demo draining for 2 s before it stops: received SIGINT" in err
 

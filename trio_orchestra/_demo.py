@@ -12,10 +12,13 @@ The tree is a dependency graph (``PlayerSpec(after=...)``)::
     │                              stop, SIGKILL if it must
     ├── jobs     after db          a nested conductor whose players hear the stop at once
     │   ├── queue-feeder           puts a job on the queue every second
-    │   ├── worker-1               takes jobs; once stopped, finishes the one in hand, no more
+    │   ├── worker-1               takes jobs; once stopped, finishes the one in hand, no more;
+    │   │                          liveness 5 s: it beats per job and while waiting for one,
+    │   │                          and a hung worker is restarted (``on_failure``)
     │   ├── worker-2
     │   └── report                 every 30 s, logs how many jobs are done (``every``)
-    ├── web      after db, cache   an ASGI app served by hypercorn (finishes requests in flight)
+    ├── web      after db, cache   an ASGI app served by hypercorn (finishes requests in flight);
+    │                              ``/hang`` and ``/block`` make a worker misbehave
     └── flaky    after nothing     fails now and then, restarted with backoff (alone: nothing
                                    is after it)
 
@@ -28,15 +31,26 @@ The runner serves the health endpoint next to it: ``/`` is a page of the tree, `
 503 while ``flaky`` waits in backoff. The first Ctrl-C drains for :data:`DRAIN` seconds
 (``/readyz`` 503, every player still running), then stops, all within :data:`STOP_WITHIN`
 seconds; a second Ctrl-C cuts the drain short, a third skips the grace periods.
+
+Three tools for a stuck player can be tried on it (docs/stuck.rst walks through them):
+``/hang`` on the web app makes the next job's worker wait forever with no timeout, as a
+network call would: it stops beating, its liveness finds it, the log says where it is stuck,
+and it is stopped and restarted. ``/block`` makes the next job's worker call ``time.sleep``:
+the event loop stops, and the runner's ``blocked_after`` watchdog names the worker and the
+line. ``kill -USR1 <pid>`` logs the tree with where each player waits; ``/tasks`` on the
+health endpoint serves the same text.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import os
 import random
 import sys
 import textwrap
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +60,7 @@ from ._asgi import serve_asgi
 from ._checks import parse_address
 from ._conductor import Conductor
 from ._every import every
+from ._liveness import heartbeat
 from ._process import run_process
 from ._spec import PlayerSpec
 from ._stop import current_stop
@@ -53,8 +68,11 @@ from ._supervision import Backoff, Restart
 
 __all__ = [
     "BLOCKED_AFTER",
+    "BLOCK_SECONDS",
     "DRAIN",
+    "LIVENESS",
     "STOP_WITHIN",
+    "Trouble",
     "banner",
     "demo_conductor",
     "jobs_conductor",
@@ -82,16 +100,71 @@ STOP_WITHIN = 10.0
 #: The runner's ``blocked_after``: a player that blocks the event loop this long is named.
 BLOCKED_AFTER = 1.0
 
+#: Seconds a worker blocks the event loop for, on ``/block``: twice ``BLOCKED_AFTER``.
+BLOCK_SECONDS = 2.0
 
-async def hello(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
-    """A tiny ASGI app: every request gets a line of text after a short think."""
+#: The workers' liveness. A worker beats as it takes a job and every :data:`BEAT_SECONDS`
+#: while it waits for one, so it is silent for a job (1.5 s) at most; a blocked event loop
+#: silences every player, so the liveness also covers a job plus the ``/block`` of 2 s, and
+#: the worker that only waits while the other blocks is not taken for hung.
+LIVENESS = 5.0
+
+#: Seconds between two heartbeats of a worker waiting for a job.
+BEAT_SECONDS = 1.0
+
+#: The workers' backoff before a restart (after a hang): no jitter, two workers make no herd.
+WORKER_BACKOFF = Backoff(initial=1, maximum=8, jitter=0, reset_after=30)
+
+
+class Trouble:
+    """The misbehaviour the web app asked of the workers: each is done by the next job taken."""
+
+    def __init__(self) -> None:
+        self.hangs = 0
+        self.blocks = 0
+
+    def take(self) -> str | None:
+        """What the job just taken must do: ``"hang"``, ``"block"``, or ``None`` (its work)."""
+        if self.hangs:
+            self.hangs -= 1
+            return "hang"
+        if self.blocks:
+            self.blocks -= 1
+            return "block"
+        return None
+
+
+_TROUBLE_ANSWERS = {
+    "/hang": (
+        "the next job makes its worker wait forever, with no timeout and no heartbeat: its"
+        f" liveness ({LIVENESS:g} s) finds it, the log says where it is stuck, and it is"
+        " restarted\n"
+    ),
+    "/block": (
+        f"the next job makes its worker call time.sleep({BLOCK_SECONDS:g}), blocking the event"
+        f" loop: blocked_after ({BLOCKED_AFTER:g} s) names the worker and the line\n"
+    ),
+}
+
+
+async def hello(trouble: Trouble, scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
+    """A tiny ASGI app: every request gets a line of text after a short think.
+
+    ``/hang`` and ``/block`` also ask the next job for that *trouble* (see :class:`Trouble`).
+    """
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
     await trio.sleep(0.2)
-    body = f"hello from trio-orchestra: you asked for {scope['path']}\n".encode()
+    path = scope["path"]
+    if path == "/hang":
+        trouble.hangs += 1
+    elif path == "/block":
+        trouble.blocks += 1
+    text = _TROUBLE_ANSWERS.get(path, f"hello from trio-orchestra: you asked for {path}\n")
+    body = text.encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -125,22 +198,55 @@ async def feeder(send: trio.MemorySendChannel[int]) -> None:
             await trio.sleep(1)
 
 
-async def worker(name: str, receive: trio.MemoryReceiveChannel[int], tally: _Tally) -> None:
-    """Take jobs one by one; once stopped, take no new job, finish the one in hand, return."""
+async def worker(
+    name: str, receive: trio.MemoryReceiveChannel[int], tally: _Tally, trouble: Trouble
+) -> None:
+    """Take jobs one by one; once stopped, take no new job, finish the one in hand, return.
+
+    It beats (:func:`heartbeat`) as it takes each job, and every :data:`BEAT_SECONDS` while
+    it waits for one: an empty queue is not a hang.
+    """
     stop = current_stop()
     while True:
         job: int | None = None
         with stop.soft_scope():  # a stop while waiting for a job ends the wait, empty-handed
-            job = await receive.receive()
+            while job is None:
+                heartbeat()
+                with trio.move_on_after(BEAT_SECONDS):
+                    job = await receive.receive()
         if job is None:
             return
+        heartbeat()
         logger.debug("%s working on job %d", name, job)
-        await trio.sleep(JOB_SECONDS)  # the work: the soft phase lets it finish
+        await work(name, job, trouble.take())  # the soft phase lets it finish
         tally.done += 1
         if stop.requested:  # checked before taking the next job: none is taken after the stop
             logger.info("%s finished job %d, in hand when the stop came", name, job)
             return
         logger.debug("%s finished job %d", name, job)
+
+
+async def work(name: str, job: int, trouble: str | None) -> None:
+    """Do one job: :data:`JOB_SECONDS` of work, or the *trouble* the web app asked for."""
+    if trouble == "hang":
+        logger.info("%s calls a service that never answers, for job %d (/hang)", name, job)
+        await call_with_no_timeout()
+    elif trouble == "block":
+        logger.info("%s blocks the event loop for job %d (/block)", name, job)
+        blocking_work()
+    else:
+        await trio.sleep(JOB_SECONDS)
+
+
+def blocking_work() -> None:
+    """Synchronous work called straight from a player: the whole event loop waits for it."""
+    # (trio.to_thread.run_sync(...) is how it should be called; /block shows why)
+    time.sleep(BLOCK_SECONDS)
+
+
+async def call_with_no_timeout() -> None:
+    """A network call to a service that never answers, made with no timeout."""
+    await trio.sleep_forever()
 
 
 async def report(tally: _Tally, receive: trio.MemoryReceiveChannel[int]) -> None:
@@ -179,19 +285,36 @@ CACHE = textwrap.dedent(
 )
 
 
-def jobs_conductor() -> Conductor:
+def jobs_conductor(trouble: Trouble | None = None) -> Conductor:
     """Build the demo's pool of job workers, a conductor named ``jobs``.
 
     Its players stop all at once (``stop_order="parallel"``): workers are peers, and one by
-    one, a worker would go on taking jobs while the one before it finishes.
+    one, a worker would go on taking jobs while the one before it finishes. The workers have
+    a liveness; one found hung is stopped (its soft phase, then cancelled) and restarted
+    after :data:`WORKER_BACKOFF`, within the pool's restart intensity (the default: 5
+    restarts in 60 s). *trouble* is what the web app asks of them.
     """
     send, receive = trio.open_memory_channel[int](10)
     tally = _Tally()
+    trouble = Trouble() if trouble is None else trouble
+
+    def a_worker(name: str, receive: trio.MemoryReceiveChannel[int]) -> PlayerSpec:
+        return PlayerSpec(
+            worker,
+            name,
+            receive,
+            tally,
+            trouble,
+            liveness=LIVENESS,
+            restart=Restart.ON_FAILURE,
+            backoff=WORKER_BACKOFF,
+        )
+
     return Conductor(
         {
             "queue-feeder": PlayerSpec(feeder, send),
-            "worker-1": PlayerSpec(worker, "worker-1", receive, tally),
-            "worker-2": PlayerSpec(worker, "worker-2", receive.clone(), tally),
+            "worker-1": a_worker("worker-1", receive),
+            "worker-2": a_worker("worker-2", receive.clone()),
             "report": every(30, report, tally, receive),
         },
         name="jobs",
@@ -202,6 +325,7 @@ def jobs_conductor() -> Conductor:
 
 def demo_conductor(web: str = "127.0.0.1:8000") -> Conductor:
     """Build the demo's tree, a graph; the web app listens on *web*."""
+    trouble = Trouble()
     return Conductor(
         {
             "db": PlayerSpec(database, after=(), grace=2),
@@ -211,11 +335,11 @@ def demo_conductor(web: str = "127.0.0.1:8000") -> Conductor:
                 restart=Restart.ON_FAILURE,
                 grace=3,
             ),
-            "jobs": PlayerSpec(jobs_conductor(), after=("db",)),
+            "jobs": PlayerSpec(jobs_conductor(trouble), after=("db",)),
             # rest_for_one: when cache fails, web is stopped first, and started again once
             # cache is back (ON_FAILURE: a NEVER player would not be started again).
             "web": PlayerSpec(
-                serve_asgi(hello, bind=web),
+                serve_asgi(functools.partial(hello, trouble), bind=web),
                 after=("db", "cache"),
                 restart=Restart.ON_FAILURE,
                 grace=5,
@@ -240,8 +364,10 @@ def demo_conductor(web: str = "127.0.0.1:8000") -> Conductor:
 _BANNER = """\
 trio-orchestra demo: db and cache, then jobs (after db) and web (after both), and flaky.
   health page  {page}  the tree; /status (JSON), /readyz (503 while flaky
-               waits in backoff, or draining), /metrics (Prometheus)
-  web app      {web}
+               waits in backoff, or draining), /metrics (Prometheus), /tasks (where each waits)
+  web app      {web}  /hang: a worker hangs (its liveness finds it);
+               /block: a worker blocks the event loop (blocked_after names it)
+  tree dump    kill -USR1 {pid}  logs the tree, each player with where it waits
   live view    `python -m trio_orchestra top`, in a second terminal (coming later)
 Ctrl-C once: {drain:g} s of draining (/readyz 503), then a graceful stop, dependents first.
 Ctrl-C again to end the drain at once, a third time to skip the grace periods.
@@ -256,6 +382,10 @@ def _url(address: str) -> str:
     return f"http://{where}:PORT/ (port 0: the log says which)"
 
 
-def banner(web: str, health: str) -> str:
-    """The few lines the demo prints first: where to look, and how to stop it."""
-    return _BANNER.format(page=_url(health), web=_url(web), drain=DRAIN)
+def banner(web: str, health: str, pid: int | None = None) -> str:
+    """The few lines the demo prints first: where to look, and how to stop it.
+
+    *pid* is the process to send ``SIGUSR1`` to (default: this one).
+    """
+    pid = os.getpid() if pid is None else pid
+    return _BANNER.format(page=_url(health), web=_url(web), drain=DRAIN, pid=pid)
