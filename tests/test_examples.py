@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import shutil
@@ -232,3 +233,79 @@ def readyz(health: str) -> tuple[int, str]:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+async def test_the_liveness_example_finds_the_hung_poller_and_restarts_it(
+    autojump_clock: trio.testing.MockClock,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """liveness.py prints liveness_output.txt at its exact times; the warning says where.
+
+    The poller beats at 0, 1 and 2 and hangs in its third call. The conductor's one check
+    runs at 3 (1 s of silence), then no sooner than one liveness later, at 6: 4 s of silence,
+    so it is hung there, between 3 and 6 s after its last beat. It is cancelled at once (it
+    did not subscribe to a soft phase), fails with PlayerHung, and runs again after 1 s.
+    """
+    example = load("liveness")
+    with caplog.at_level(logging.WARNING, logger="trio_orchestra"):
+        conductor = await example.main()
+    assert capsys.readouterr().out == (EXAMPLES / "liveness_output.txt").read_text(encoding="utf-8")
+    assert trio.current_time() == 11.5
+    node = conductor.status().children["poller"]
+    assert (node.restarts, node.liveness, node.last_heartbeat) == (1, 3, 11)
+    hung = next(r.getMessage() for r in caplog.records if "is hung" in r.getMessage())
+    lines = hung.splitlines()
+    assert (
+        lines[0]
+        == "player app/poller is hung: no heartbeat for 4 s (its liveness is 3 s); stuck at:"
+    )
+    assert re.fullmatch(r"  \S+liveness\.py:\d+ in poller", lines[1])
+    assert re.fullmatch(r"  \S+liveness\.py:\d+ in fetch", lines[2])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_liveness_example_as_a_program_logs_the_hang_dumps_its_tree_and_stops(
+    tmp_path: Path,
+) -> None:
+    """``python docs/examples/liveness.py``: the hang in its log, /tasks, SIGUSR1, SIGTERM 0."""
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and example
+            [sys.executable, str(EXAMPLES / "liveness.py")],
+            env={**os.environ, "HEALTH": "127.0.0.1:0", "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+
+    def logged(pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + 30
+        while (found := re.search(pattern, err_path.read_text(), re.MULTILINE)) is None:
+            assert time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.05)
+        return found
+
+    try:
+        health = logged(r"health endpoint on (http://127\.0\.0\.1:\d+/)$").group(1)
+        logged(r"player app/poller is hung: no heartbeat for [\d.]+ s \(its liveness is 3 s\)")
+        logged(r"player app/poller started$(?s:.*)player app/poller started$")  # again
+        with urllib.request.urlopen(health + "tasks", timeout=10) as answer:  # noqa: S310
+            tasks = answer.read().decode()
+        assert re.match(
+            r"app running, ready, stop budget 5 s\n  poller  running   restarts 1 ", tasks
+        ), tasks
+        assert re.search(r"^    \S+liveness\.py:\d+ in poller$", tasks, re.MULTILINE), tasks
+        process.send_signal(signal.SIGUSR1)
+        logged(
+            r"the tree, on SIGUSR1:\napp running, ready, stop budget 5 s\n"
+            r"  poller  running   restarts 1 "
+        )
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert "app/poller hung: silent for" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
