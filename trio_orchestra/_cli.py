@@ -18,6 +18,7 @@ from typing import NoReturn, cast
 
 from ._checks import MAX_PORT, parse_address
 from ._conductor import Conductor
+from ._reload import check_factory
 from ._runner import StopPlan, as_conductor, run
 from ._spec import AsyncFn, PlayerSpec
 
@@ -92,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="on the first signal, answer /readyz 503 and keep serving this long, then stop",
     )
     run_cmd.add_argument(
+        "--reload",
+        action="store_true",
+        help="the target is a factory returning a Conductor: SIGHUP calls it again and"
+        " updates the running tree to it",
+    )
+    run_cmd.add_argument(
         "--blocked-after",
         type=_positive_seconds,
         metavar="SECONDS",
@@ -128,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(parser: argparse.ArgumentParser, target: str) -> Conductor:
+def _load(parser: argparse.ArgumentParser, target: str, *, reload: bool) -> object:
+    """The object *target* names: a conductor to run, or (with *reload*) its factory."""
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         parser.error(f"target {target!r} must look like package.module:attribute")
@@ -141,6 +149,12 @@ def _load(parser: argparse.ArgumentParser, target: str) -> Conductor:
         obj = getattr(obj, part, _MISSING)
         if obj is _MISSING:
             parser.error(f"module {module_name!r} has no attribute {attribute!r}")
+    if reload:
+        try:
+            check_factory(obj)
+        except TypeError as exc:
+            parser.error(f"{target!r} cannot be reloaded: {exc}")
+        return obj
     if not isinstance(obj, (Conductor, PlayerSpec)) and not callable(obj):
         parser.error(f"{target!r} is a {type(obj).__name__}, not a Conductor or async callable")
     try:
@@ -221,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _check_demo_ports(parser, args.web, args.health)
         sys.stdout.write(banner(args.web, args.health))
         sys.stdout.flush()
-        conductor = demo_conductor(args.web)
+        target: object = demo_conductor(args.web)
         force_exit_after = None
         stop_within, drain = STOP_WITHIN, DRAIN
         blocked_after = BLOCKED_AFTER
@@ -232,20 +246,23 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             parser.error(str(exc))
         if "" not in sys.path:
             sys.path.insert(0, "")  # like `python -m`: the current directory is importable
-        conductor = _load(parser, args.target)
+        if args.reload and args.grace is not None:
+            parser.error("--grace cannot be used with --reload: the factory sets the grace")
+        target = _load(parser, args.target, reload=args.reload)
         if args.grace is not None:
-            conductor = as_conductor(conductor, grace=args.grace)
+            target = as_conductor(cast("Conductor", target), grace=args.grace)
         force_exit_after = args.force_exit_after
         stop_within, drain = args.stop_within, args.drain
         blocked_after = args.blocked_after
     try:
         run(
-            conductor,
+            target,  # type: ignore[arg-type] # checked by _load, or the demo's own
             force_exit_after=force_exit_after,
             health=args.health,
             stop_within=stop_within,
             drain=drain,
             blocked_after=blocked_after,
+            reload=args.command == "run" and args.reload,
         )
     except ModuleNotFoundError as exc:  # --health without h11: said before anything runs
         parser.error(str(exc))

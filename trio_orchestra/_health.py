@@ -26,6 +26,7 @@ from ._watchdog import tasks_text
 
 if TYPE_CHECKING:
     from ._http import Answer
+    from ._reload import Reloader
 
 __all__ = ["HealthEndpoint"]
 
@@ -55,12 +56,15 @@ class HealthEndpoint:
         listeners = await nursery.start(endpoint.serve)
     """
 
-    def __init__(self, conductor: Conductor, address: str) -> None:
+    def __init__(
+        self, conductor: Conductor, address: str, reloader: Reloader | None = None
+    ) -> None:
         """Check *address* and that h11 is installed; bind nothing yet."""
         self.address = address
         self.host, self.port = parse_address(address, "the health address")
         _check_h11(f"the health endpoint on {address}")
         self._conductor = conductor
+        self._reloader = reloader
         self._limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
         self._routes: dict[str, Callable[[], _Response]] = {
             "/livez": lambda: (200, _TEXT, "ok\n"),
@@ -97,7 +101,9 @@ class HealthEndpoint:
         return 200, _TEXT, "ready\n"
 
     def _status(self) -> _Response:
-        body = status_json(self._conductor.status(), trio.current_time())
+        reloader = self._reloader
+        last = None if reloader is None else reloader.last
+        body = status_json(self._conductor.status(), trio.current_time(), reload=last)
         return 200, "application/json", body
 
     def _metrics(self) -> _Response:

@@ -105,9 +105,18 @@ def _node_json(node: PlayerStatus, now: float) -> dict[str, object]:
     }
 
 
-def status_json(tree: PlayerStatus, now: float) -> str:
-    """The tree as JSON: each node with its path, state, readiness, restarts, last error, ..."""
-    return json.dumps(_node_json(tree, now), indent=2) + "\n"
+def status_json(
+    tree: PlayerStatus, now: float, *, reload: Mapping[str, object] | None = None
+) -> str:
+    """The tree as JSON: each node with its path, state, readiness, restarts, last error, ...
+
+    *reload*, the last reload's outcome (``run(..., reload=True)``), is the root's
+    ``"last_reload"``.
+    """
+    root = _node_json(tree, now)
+    if reload is not None:
+        root["last_reload"] = dict(reload)
+    return json.dumps(root, indent=2) + "\n"
 
 
 def _label(value: str) -> str:

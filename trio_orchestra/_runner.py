@@ -39,6 +39,7 @@ from ._errors import ConductorError
 from ._health import HealthEndpoint
 from ._lifecycle import PlayerState
 from ._logging import library_logger
+from ._reload import Reloader, first_conductor
 from ._report import event_line, one_line
 from ._spec import PlayerSpec, as_spec, describe
 from ._systemd import SystemdNotifier
@@ -295,7 +296,7 @@ class _ReadyNotice:
             self._notifier.send("READY=1", "STATUS=" + one_line(tree))
 
 
-async def _play(  # noqa: C901, PLR0913 - one place sets up and tears down every operation
+async def _play(  # noqa: PLR0913 - one place sets up and tears down every operation
     conductor: Conductor,
     signals: Sequence[int],
     *,
@@ -304,6 +305,7 @@ async def _play(  # noqa: C901, PLR0913 - one place sets up and tears down every
     health: HealthEndpoint | None = None,
     plan: StopPlan | None = None,
     watching: Watching | None = None,
+    reloader: Reloader | None = None,
 ) -> None:
     """Run *conductor* under the signal handlers, with the operations asked for."""
     plan = plan or StopPlan()
@@ -329,44 +331,60 @@ async def _play(  # noqa: C901, PLR0913 - one place sets up and tears down every
         catcher.installed(),
         _dumping(conductor, watching.dump_signal),
         _watching_the_loop(conductor, watching.blocked_after),
+        contextlib.nullcontext() if reloader is None else reloader.on_signal(),
     ):
-        if force is None and health is None and notifier is None:
+        if force is None and health is None and notifier is None and reloader is None:
             await conductor()
             return
 
-        def on_stop(reason: str | None) -> None:
-            if force is not None:
-                force.start()
-            if notifier is not None:
-                notifier.send("STOPPING=1", "STATUS=stopping: " + (reason or "stop requested"))
+        await _operated(conductor, notifier, force, health, reloader)
 
-        outcome: list[BaseException] = []
-        conductor._stop_hooks.append(on_stop)
+
+async def _operated(  # noqa: C901 - one place sets up and tears down the tasks beside the tree
+    conductor: Conductor,
+    notifier: SystemdNotifier | None,
+    force: _ForceExit | None,
+    health: HealthEndpoint | None,
+    reloader: Reloader | None,
+) -> None:
+    """Run *conductor* beside the operations that need tasks: health, systemd, reloads."""
+
+    def on_stop(reason: str | None) -> None:
+        if force is not None:
+            force.start()
         if notifier is not None:
-            conductor._observer = lambda event: notifier.status(event_line(event))
-        try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    if health is not None:  # listening before the first player starts
-                        await nursery.start(health.serve)
-                    if notifier is None:
-                        await conductor()
-                    else:
-                        nursery.start_soon(notifier.run)
-                        await conductor(task_status=_ReadyNotice(conductor, notifier))
-                except BaseException as exc:  # noqa: BLE001 - raised below, outside the group
-                    outcome.append(exc)
-                if force is not None:
-                    force.cancel()
-                if notifier is not None:  # tell what is still queued (STOPPING=1), briefly
-                    with trio.move_on_after(_NOTIFY_CLOSE_SECONDS, shield=True):
-                        await notifier.close()
-                nursery.cancel_scope.cancel()
-        finally:
-            conductor._stop_hooks.remove(on_stop)
-            conductor._observer = None
-        if outcome:
-            raise outcome[0]
+            notifier.send("STOPPING=1", "STATUS=stopping: " + (reason or "stop requested"))
+
+    outcome: list[BaseException] = []
+    conductor._stop_hooks.append(on_stop)
+    if notifier is not None:
+        conductor._observer = lambda event: notifier.status(event_line(event))
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                if health is not None:  # listening before the first player starts
+                    await nursery.start(health.serve)
+                if reloader is not None:
+                    reloader.notifier = notifier
+                    nursery.start_soon(reloader.run)
+                if notifier is None:
+                    await conductor()
+                else:
+                    nursery.start_soon(notifier.run)
+                    await conductor(task_status=_ReadyNotice(conductor, notifier))
+            except BaseException as exc:  # noqa: BLE001 - raised below, outside the group
+                outcome.append(exc)
+            if force is not None:
+                force.cancel()
+            if notifier is not None:  # tell what is still queued (STOPPING=1), briefly
+                with trio.move_on_after(_NOTIFY_CLOSE_SECONDS, shield=True):
+                    await notifier.close()
+            nursery.cancel_scope.cancel()
+    finally:
+        conductor._stop_hooks.remove(on_stop)
+        conductor._observer = None
+    if outcome:
+        raise outcome[0]
 
 
 async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each documented
@@ -377,6 +395,7 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     drain: float | None = None,
     blocked_after: float | None = None,
     dump_signal: int | None = _DUMP_SIGNAL,
+    reload: bool = False,
 ) -> None:
     """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
 
@@ -399,6 +418,13 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     blocking call, and a second one says how long it lasted once the loop runs again.
     *dump_signal* (default ``SIGUSR1``; ``None``: none) logs the whole tree at WARNING, each
     player with its state and where it is waiting (``kill -USR1 <pid>``).
+
+    With *reload*, *player* is a factory: a plain function that returns a :class:`Conductor`
+    (it reads the configuration, say). It is called once to build the tree, and again on each
+    ``SIGHUP``, whose new players the running tree is updated to (:meth:`Conductor.update`):
+    what did not change keeps running. systemd is told ``RELOADING=1`` before and ``READY=1``
+    after (``Type=notify-reload``). A failed reload is logged, shown in ``/status``, and the
+    program goes on as it was.
 
     With *health* (``"HOST:PORT"``), the health endpoint is served there from before the first
     player starts until the tree has returned (see :doc:`/operations`). When the environment
@@ -425,9 +451,19 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     plan = StopPlan.checked(drain, stop_within)
     signals = signals or _DEFAULT_SIGNALS
     watching = Watching.checked(blocked_after, dump_signal, signals)
-    conductor = as_conductor(player)
-    endpoint = None if health is None else HealthEndpoint(conductor, health)
-    await _play(conductor, signals, health=endpoint, plan=plan, watching=watching)
+    conductor, reloader = _target(player, reload=reload)
+    endpoint = None if health is None else HealthEndpoint(conductor, health, reloader)
+    await _play(
+        conductor, signals, health=endpoint, plan=plan, watching=watching, reloader=reloader
+    )
+
+
+def _target(player: object, *, reload: bool) -> tuple[Conductor, Reloader | None]:
+    """The root conductor to run, and its reloader when *player* is a factory to reload."""
+    if not reload:
+        return as_conductor(player), None  # type: ignore[arg-type] # as_conductor checks it
+    conductor = first_conductor(player)
+    return conductor, Reloader(player, conductor)  # type: ignore[arg-type] # checked
 
 
 def _report_stuck(
@@ -468,6 +504,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
     drain: float | None = None,
     blocked_after: float | None = None,
     dump_signal: int | None = _DUMP_SIGNAL,
+    reload: bool = False,
 ) -> NoReturn:
     """Run *player* as the program's ``main()``, and exit with its status.
 
@@ -481,7 +518,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
       *force_exit_after* seconds have passed since the first signal: every player still
       running is printed with where it is stuck.
 
-    *stop_within*, *drain*, *blocked_after* and *dump_signal* are as for
+    *stop_within*, *drain*, *blocked_after*, *dump_signal* and *reload* are as for
     :func:`play_until_signal`. A bad *health* address, a missing h11, or a bad time raises at
     once, before anything runs.
 
@@ -494,8 +531,8 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
     """
     plan = StopPlan.checked(drain, stop_within)
     watching = Watching.checked(blocked_after, dump_signal, signals)
-    conductor = as_conductor(player)
-    endpoint = None if health is None else HealthEndpoint(conductor, health)
+    conductor, reloader = _target(player, reload=reload)
+    endpoint = None if health is None else HealthEndpoint(conductor, health, reloader)
 
     def exit_now(why: str, frame: FrameType | None) -> None:
         _report_stuck(conductor, why, sys.stderr, frame)
@@ -511,6 +548,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
                 health=endpoint,
                 plan=plan,
                 watching=watching,
+                reloader=reloader,
             )
         except ConductorError as error:
             _report_failure(error, sys.stderr)
