@@ -273,7 +273,7 @@ def test_a_third_signal_names_the_line_that_blocks_the_loop(spawn: Callable[...,
     status, _, err = child.finish()
     assert status == 70
     assert "  svc/blocking\n" in err
-    assert "in blocking  <- running: blocking the event loop" in err
+    assert "in blocking  <- running now: it holds the event loop" in err
     assert "_conductor.py" not in err
 
 
@@ -287,7 +287,7 @@ def test_force_exit_after_holds_while_the_loop_is_blocked(spawn: Callable[..., C
     assert status == 70
     assert time.monotonic() - started < 10  # not the 30 s of its time.sleep
     assert "exiting after force_exit_after (0.5 s)" in err
-    assert "in blocking  <- running: blocking the event loop" in err
+    assert "in blocking  <- running now: it holds the event loop" in err
 
 
 def test_force_exit_after_exits_70(spawn: Callable[..., Child]) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def test_sigusr1_logs_the_tree_with_where_each_player_waits(
     """SIGUSR1: one WARNING with every player, its state and its frame; the run goes on."""
     run = child("dump")
     run.wait_out("READY")
+    time.sleep(0.3)  # every player parked: a signal in a player's step shows it running
     run.process.send_signal(signal.SIGUSR1)
     run.wait_err("WARNING the tree, on SIGUSR1:")
     lines = [run.wait_err("") for _ in range(5)]

@@ -2391,7 +2391,7 @@ class Conductor:
         liveness = slot.liveness
         stuck = self._where_stuck(slot)
         logger.warning(
-            "player %s is hung: no heartbeat for %g s (its liveness is %g s); stuck at:\n%s",
+            "player %s is hung: no heartbeat for %.3g s (its liveness is %g s); stuck at:\n%s",
             slot.path,
             silent,
             liveness,
@@ -2405,7 +2405,7 @@ class Conductor:
                 )
             )
         if self._phase < _Phase.STOPPING:
-            self._stop_slot(slot, now, f"it is hung: no heartbeat for {silent:g} s")
+            self._stop_slot(slot, now, f"it is hung: no heartbeat for {silent:.3g} s")
 
     def _report_straggler(self, slot: _Slot) -> None:
         slot.straggler = True

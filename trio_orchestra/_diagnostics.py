@@ -67,7 +67,7 @@ def where_stuck(
         for frame, lineno in (mine or frames[-1:])
     ]
     if live and lines:
-        lines[-1] += "  <- running: blocking the event loop"
+        lines[-1] += "  <- running now: it holds the event loop"
     for nursery in task.child_nurseries:
         for child in nursery.child_tasks:
             lines.append(f"{indent}task {child.name}:")

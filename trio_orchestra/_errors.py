@@ -182,7 +182,7 @@ class PlayerHung(Exception):
         self.liveness = liveness
 
     def __str__(self) -> str:
-        return f"player {self.path!r} sent no heartbeat for {self.liveness:g} s (its liveness)"
+        return f"player {self.path!r} sent no heartbeat within its liveness of {self.liveness:g} s"
 
 
 @final

@@ -112,14 +112,16 @@ class LoopWatchdog:
 
     def _blocked(self, asked: float, answer: threading.Event) -> None:
         frame = sys._current_frames().get(self._loop_thread)
-        who = self._who(frame)
+        path = self._who(frame)
+        who = f"player {path}" if path is not None else "code outside the players"
+        extra = {"path": path} if path is not None else None  # as every record of a player
         where = blocking_call(frame) if frame is not None else "(no frame)"
         logger.warning(
             "the event loop has been blocked for %g s by %s, at %s",
             self._seconds,
             who,
             where,
-            extra={"path": who},
+            extra=extra,
         )
         del frame
         answer.wait()
@@ -129,11 +131,11 @@ class LoopWatchdog:
             "the event loop runs again after about %.3g s blocked by %s",
             time.monotonic() - asked,
             who,
-            extra={"path": who},
+            extra=extra,
         )
 
-    def _who(self, frame: FrameType | None) -> str:
-        """``player app/jobs``, or who else holds the loop."""
+    def _who(self, frame: FrameType | None) -> str | None:
+        """The path of the player running *frame*'s stack, if a player is."""
         stack: set[FrameType] = set()
         while frame is not None:
             stack.add(frame)
@@ -143,4 +145,4 @@ class LoopWatchdog:
         # the tree may change under us: then we only say where.
         with contextlib.suppress(RuntimeError):
             path = self._conductor._blocking(stack)
-        return f"player {path}" if path is not None else "code outside the players"
+        return path
