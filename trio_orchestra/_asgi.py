@@ -9,7 +9,8 @@ turn even when a request outlasts the grace: at the stop, hypercorn's ``graceful
 our copy of the config is set to the requests' part, after which hypercorn cancels them and
 runs the lifespan shutdown in the part kept for it. The sockets are bound here, not by
 hypercorn, so that a bad or busy address fails the start with one plain error naming the
-player, and no socket is left open behind it.
+player, and no socket is left open behind it. A stop for a restart keeps the socket open and
+hands it to the next run (see :mod:`._handoff`): hypercorn serves a duplicate of it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import trio
 
 from ._checks import check_time, check_type, parse_address
 from ._errors import lone_error
+from ._handoff import claim, keep, will_run_again
 from ._spec import describe
 from ._stop import current_path, stop_or_never
 
@@ -198,7 +200,12 @@ def serve_asgi(
       conductor's rollback applies), when hypercorn is not installed
       (:class:`ModuleNotFoundError`), *config* is not a hypercorn ``Config``
       (:class:`TypeError`), an address is not ``HOST:PORT`` (:class:`ValueError`), or it
-      cannot listen on one, e.g. the port is in use (:class:`OSError` with the ``errno``).
+      cannot listen on one, e.g. the port is in use (:class:`OSError` with the ``errno``);
+    * when its conductor restarts it (a reload, :meth:`Conductor.restart`, a group restart,
+      its restart policy), keeps its listening socket open: the old run stops accepting and
+      finishes its requests in flight as on any stop, new connections wait in the socket's
+      backlog, and the next run serves them, on the same port. No connection is refused
+      during a restart.
 
     Args:
         app: the ASGI 3 application, ``await app(scope, receive, send)``.
@@ -257,19 +264,24 @@ def serve_asgi(
         host, port = parse_address(bind, f"player {player!r}: bind")
         watched = _Watched(app)
 
+        kept = cast("list[socket.socket] | None", claim(key))
+        originals = kept if kept is not None else [await _listen(bind, host, port, player)]
+
         async def shutdown_trigger() -> None:
             # hypercorn, once this returns: stops accepting, closes idle connections, gives
             # the requests in flight graceful_timeout (read now), then runs the lifespan
             # shutdown. The cut is set once, from the deadline the stop came with.
             await stop.wait()
+            if not will_run_again():  # a stop for good: refuse new connections now
+                _close(originals)
             share = lifespan_share if watched.shutdown_to_come else 0.0
             left = stop.deadline - trio.current_time()
             settings.graceful_timeout = requests_time(left, share)
 
-        sockets: list[socket.socket] = []
+        sockets: list[socket.socket] = []  # what hypercorn serves and closes: duplicates
         lone: BaseException | None = None
         try:
-            sockets.append(await _listen(bind, host, port, player))
+            sockets.extend(sock.dup() for sock in originals)
             _use_sockets(settings, sockets)
             settings.graceful_timeout = math.inf  # until the stop says how long (above)
             await serve(
@@ -286,13 +298,20 @@ def serve_asgi(
             if lone is None:
                 raise
         finally:
-            for sock in sockets:  # closed by hypercorn when it served; here in any case
-                sock.close()
+            _close(sockets)  # closed by hypercorn when it served; here in any case
+            if originals[0].fileno() != -1 and not keep(key, originals):  # for the next run
+                _close(originals)
         if lone is not None:
             raise lone  # out of the except clause: its own cause and context stay as they were
 
+    key = f"serve_asgi {bind}"
     serve_asgi.__qualname__ = f"serve_asgi({describe(app)}, {bind})"
     return serve_asgi
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 def _use_sockets(settings: hypercorn.config.Config, sockets: list[socket.socket]) -> None:

@@ -63,6 +63,7 @@ from ._errors import (
     add_note,
     path_note,
 )
+from ._handoff import Closable
 from ._lifecycle import PlayerState, move
 from ._liveness import Watch, begin_run, no_pulse
 from ._logging import library_logger
@@ -482,6 +483,7 @@ class Conductor:
     _group_pending: list[tuple[_Slot, float]]
     _updating: bool
     _next_specs: dict[_Slot, PlayerSpec]
+    _kept: dict[_Slot, dict[str, Sequence[Closable]]]
     _window: RestartWindow
     _restarts: int
     _started_at: float | None
@@ -1127,6 +1129,8 @@ class Conductor:
             escaped = exc
         finally:
             del supervisors[task]
+            for slot in list(self._kept):
+                self._close_kept(slot)
             if parent is not None:
                 self._observer = None  # the parent's runner's, for this run only
             self._running = False
@@ -1195,6 +1199,7 @@ class Conductor:
         self._group_pending = []
         self._updating = False
         self._next_specs = {}
+        self._kept = {}
         self._window = RestartWindow(self._max_restarts, self._period)
         self._restarts = 0
         self._started_at = None
@@ -1248,6 +1253,7 @@ class Conductor:
         self._cancel_backoff(slot)
         slot.removed = True
         self._watch.forget(slot)
+        self._close_kept(slot)
         if self._by_name.get(slot.name) is slot:
             del self._by_name[slot.name]
         if self._phase < _Phase.STOPPING:  # no stop wave walks the order now
@@ -1651,8 +1657,8 @@ class Conductor:
         now = slot.started_at = trio.current_time()
         if slot.state is _S.STARTING:
             move(slot, _S.RUNNING)
-        if slot.spec.liveness is not None and self._watch.started(slot, now):
-            self._arm_check()
+        if slot.spec.liveness is not None or self._kept:
+            self._watch_started(slot, now)
         if logger.isEnabledFor(_INFO):
             logger.info("player %s started", slot.path, extra={"path": slot.path})
         if self._hook is not None:
@@ -1665,6 +1671,12 @@ class Conductor:
         if slot.in_sequence:
             slot.in_sequence = False
             self._started_in_wave(slot)
+
+    def _watch_started(self, slot: _Slot, now: float) -> None:
+        """A run of a player with a liveness, or with sockets kept for it, is started."""
+        if slot.spec.liveness is not None and self._watch.started(slot, now):
+            self._arm_check()
+        self._close_kept(slot)  # what its last run kept and this one did not claim
 
     def _started_in_wave(self, slot: _Slot) -> None:
         """A player of a start wave is started: start what was waiting for it."""
@@ -1720,9 +1732,10 @@ class Conductor:
         elif (
             (group := self._group) is not None
             and slot in group.members
-            and (
-                group.phase == _Group.STOPPING and slot.stop_requested and slot is not group.failed
-            )
+            and group.phase == _Group.STOPPING
+            and slot.stop_requested
+            and slot is not group.failed
+            and not slot.hung  # found hung first: its own failure, for its own policy
         ):
             # A straggler's StopTimeout is reported, whatever stopped it.
             note = "while being stopped for a group restart"
@@ -1739,7 +1752,12 @@ class Conductor:
         self._maybe_done()
 
     def _gone_from_wave(self, slot: _Slot) -> None:
-        """Whoever it was, the stop in progress may now go on to what it was after."""
+        """Whoever it was, the stop in progress may now go on to what it was after.
+
+        And the sockets it kept are closed, unless it runs again (see :mod:`._handoff`).
+        """
+        if self._kept and slot.state is not _S.STARTING and not self._will_run_again(slot):
+            self._close_kept(slot)
         if self._phase == _Phase.STOPPING:
             if self._stopping is not None:
                 self._stop_these(self._stopping.gone(slot), self._stop_reason)
@@ -2231,6 +2249,8 @@ class Conductor:
                 self._cancel_backoff(slot)
             elif slot.state is _S.STARTING and not slot.alive:
                 move(slot, _S.DONE)  # never started: nothing to stop
+        for slot in list(self._kept):
+            self._close_kept(slot)  # nothing runs again now
         for hook in self._stop_hooks:
             hook(reason)
 
@@ -2373,6 +2393,39 @@ class Conductor:
             leaves.append(exc)
         names = ", ".join(path for path, _ in self._failures)
         return ConductorError(f"conductor {self._path!r} failed: {names}", leaves, paths=paths)
+
+    # -- sockets kept between two runs of a server (see _handoff) ----------------------------
+
+    def _claim_kept(self, player: object, key: str) -> Sequence[Closable] | None:
+        held = self._kept.get(cast("_Slot", player))
+        if held is None:
+            return None
+        sockets = held.pop(key, None)
+        if not held:
+            del self._kept[cast("_Slot", player)]
+        return sockets
+
+    def _keep(self, player: object, key: str, sockets: Sequence[Closable]) -> bool:
+        slot = cast("_Slot", player)
+        if self._phase >= _Phase.STOPPING or slot.removing or slot.removed:
+            return False
+        self._kept.setdefault(slot, {})[key] = sockets
+        return True
+
+    def _will_run_again(self, player: object) -> bool:
+        """Whether *player*, stopped or ended now, will be started again (or is in backoff)."""
+        slot = cast("_Slot", player)
+        if self._phase >= _Phase.STOPPING or slot.removing or slot.removed:
+            return False
+        if slot.manual_restart or slot.state is _S.BACKOFF:
+            return True
+        group = self._group
+        return group is not None and slot in group.members and slot.spec.restart is not _NEVER
+
+    def _close_kept(self, slot: _Slot) -> None:
+        for sockets in self._kept.pop(slot, {}).values():
+            for sock in sockets:
+                sock.close()
 
     def _arm_check(self) -> None:
         """The next liveness check came sooner: wake up for it."""

@@ -10,8 +10,9 @@ Two costs are kept apart. :func:`heartbeat` sits in a player's hottest loop, so 
 context-variable lookup and one clock reading into the run's :class:`Pulse` (the context
 variable is set only in the tasks of players that have a liveness: other players pay nothing).
 The conductor reads the pulses with one timer for all its players (:class:`Watch`), which
-wakes at most once per the shortest liveness among them, and never without a liveness player.
-So a player silent for ``S`` seconds is found at most one such period later.
+wakes at most once per the shortest liveness among the players it watches (running, not
+stopping), and never without one. So a player silent for ``S`` seconds is found at most one
+such period later: after between ``S`` and ``2 S`` of silence.
 """
 
 from __future__ import annotations

@@ -1,0 +1,241 @@
+"""No connection refused through a restart of a server player, on loopback (s. 12, s. 14)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import httpx
+import pytest
+import trio
+
+import trio_orchestra as orchestra
+from trio_orchestra.testing import background
+
+HOST = "127.0.0.1"
+#: A bound on every loop here: the tests run on real time.
+SECONDS = 20
+
+
+class Tally:
+    """What a client loop saw."""
+
+    def __init__(self) -> None:
+        """Nothing yet."""
+        self.ok = 0
+        self.refused = 0
+        self.failed: list[str] = []
+        self.done = False
+
+
+async def tcp_client(port: int, tally: Tally) -> None:
+    """Connect, send a line, read its echo, close; again and again until told to stop."""
+    with trio.fail_after(SECONDS):
+        while not tally.done:
+            try:
+                stream = await trio.open_tcp_stream(HOST, port)
+            except OSError as exc:
+                if exc.errno == errno.ECONNREFUSED or isinstance(exc, ConnectionRefusedError):
+                    tally.refused += 1
+                else:
+                    tally.failed.append(repr(exc))
+                continue
+            async with stream:
+                try:
+                    await stream.send_all(b"ping\n")
+                    answer = await stream.receive_some(100)
+                except (trio.BrokenResourceError, OSError) as exc:
+                    tally.failed.append(repr(exc))
+                    continue
+            if answer.startswith(b"pong"):
+                tally.ok += 1
+            else:
+                tally.failed.append(repr(answer))
+
+
+def echo(answer: bytes) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A handler that answers each connection's first line with *answer*."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await stream.receive_some(100)
+        await stream.send_all(answer)
+
+    return handle
+
+
+def port_of(conductor: orchestra.Conductor, name: str) -> int:
+    """The port the ``serve_tcp`` player *name* listens on (from its started value)."""
+    listeners = cast("list[trio.SocketListener]", conductor.status().children[name].started_value)
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def until_ok(tally: Tally, more: int) -> None:
+    """Wait for *more* answered requests."""
+    target = tally.ok + more
+    with trio.fail_after(SECONDS):
+        while tally.ok < target:  # noqa: ASYNC110 - polling another party
+            await trio.sleep(0.005)
+
+
+async def test_serve_tcp_refuses_nothing_through_restarts_a_reload_and_a_failure() -> None:
+    """restart() three times, an update with a new handler, a crash restarted by its policy."""
+    crash = trio.Event()
+
+    async def crashing(stream: trio.SocketStream) -> None:
+        await stream.receive_some(100)
+        await stream.send_all(b"pong 1\n")
+        if crash.is_set():
+            raise RuntimeError("the handler broke")
+
+    spec = orchestra.PlayerSpec(
+        orchestra.serve_tcp(crashing, 0, host=HOST), restart="on_failure", backoff=None
+    )
+    conductor = orchestra.Conductor({"echo": spec}, name="app", max_restarts=10)
+    tally = Tally()
+    async with background(conductor) as run:
+        port = port_of(run.conductor, "echo")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tcp_client, port, tally)
+            await until_ok(tally, 20)
+            for _ in range(3):
+                await run.conductor.restart("echo")
+                await until_ok(tally, 20)
+            new = orchestra.PlayerSpec(
+                orchestra.serve_tcp(echo(b"pong 2\n"), 0, host=HOST),
+                restart="on_failure",
+                backoff=None,
+            )
+            await run.conductor.update({"echo": new})
+            await until_ok(tally, 20)
+            assert port_of(run.conductor, "echo") == port
+            tally.done = True
+        assert (tally.refused, tally.failed) == (0, [])
+        assert tally.ok >= 100
+
+    # A crash: the policy restarts it at once, with the same socket.
+    tally = Tally()
+    conductor = orchestra.Conductor({"echo": spec}, name="app", max_restarts=10)
+    async with background(conductor) as run:
+        port = port_of(run.conductor, "echo")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tcp_client, port, tally)
+            await until_ok(tally, 10)
+            crash.set()
+            with trio.fail_after(SECONDS):
+                while run.conductor.status().children["echo"].restarts < 3:  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            crash = trio.Event()
+            await until_ok(tally, 10)
+            tally.done = True
+        assert tally.refused == 0
+        # A connection whose handler broke may see its stream cut: that is the crash, not a
+        # refusal; every other one is answered.
+        assert all("pong" not in failure for failure in tally.failed)
+
+
+async def test_a_stop_for_good_still_refuses_at_once_and_frees_the_port() -> None:
+    """remove(): the socket is closed at the soft stop, not kept; the port is free again."""
+    conductor = orchestra.Conductor({"echo": orchestra.serve_tcp(echo(b"pong\n"), 0, host=HOST)})
+    async with background(conductor) as run:
+        port = port_of(run.conductor, "echo")
+        await run.conductor.remove("echo")
+        with pytest.raises(OSError, match=r"onnect"):
+            await trio.open_tcp_stream(HOST, port)
+        with socket.socket() as probe:
+            probe.bind((HOST, port))  # nobody holds it
+
+
+async def test_a_new_port_in_an_update_closes_the_old_socket() -> None:
+    """The new run does not claim the old address: the old socket is closed once it is started."""
+    conductor = orchestra.Conductor({"echo": orchestra.serve_tcp(echo(b"pong\n"), 0, host=HOST)})
+    async with background(conductor) as run:
+        old = port_of(run.conductor, "echo")
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            new_port = probe.getsockname()[1]
+        await run.conductor.update(
+            {"echo": orchestra.serve_tcp(echo(b"pong\n"), new_port, host=HOST)}
+        )
+        with pytest.raises(OSError, match=r"onnect"):
+            await trio.open_tcp_stream(HOST, old)
+        stream = await trio.open_tcp_stream(HOST, new_port)
+        await stream.aclose()
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
+    """An ASGI app: a slow path for an in-flight request, else a quick answer."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"] == "/slow":
+        await trio.sleep(1)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode()})
+
+
+async def http_client(port: int, tally: Tally) -> None:
+    """GET / on a new connection each time, until told to stop; count what failed."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", limits=limits) as client:
+        with trio.fail_after(SECONDS):
+            while not tally.done:
+                try:
+                    answer = await client.get("/", timeout=10)
+                except httpx.ConnectError as exc:
+                    tally.refused += 1
+                    tally.failed.append(repr(exc))
+                    continue
+                except httpx.HTTPError as exc:
+                    tally.failed.append(repr(exc))
+                    continue
+                if answer.status_code == 200:
+                    tally.ok += 1
+                else:
+                    tally.failed.append(f"{answer.status_code} {answer.text}")
+
+
+async def test_serve_asgi_fails_no_request_through_a_reload_and_a_restart() -> None:
+    """A client in a loop, an in-flight slow request, an update with a new app, a restart()."""
+    pytest.importorskip("hypercorn")
+
+    async def hello_again(scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
+        await hello(scope, receive, send)
+
+    port = _free_port()
+    web = orchestra.PlayerSpec(orchestra.serve_asgi(hello, bind=f"{HOST}:{port}"), grace=5)
+    conductor = orchestra.Conductor({"web": web}, name="app")
+    tally = Tally()
+    slow: list[int] = []
+    async with background(conductor) as run:
+
+        async def slow_request() -> None:
+            async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
+                slow.append((await client.get("/slow", timeout=10)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(http_client, port, tally)
+            await until_ok(tally, 10)
+            nursery.start_soon(slow_request)
+            await trio.sleep(0.2)  # the slow request is in flight in the old run
+            new = orchestra.PlayerSpec(
+                orchestra.serve_asgi(hello_again, bind=f"{HOST}:{port}"), grace=5
+            )
+            await run.conductor.update({"web": new})
+            await until_ok(tally, 10)
+            await run.conductor.restart("web")
+            await until_ok(tally, 10)
+            tally.done = True
+        assert (tally.refused, tally.failed) == (0, [])
+        assert slow == [200]  # finished within the old run's grace
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
