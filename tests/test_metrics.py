@@ -299,3 +299,21 @@ def test_the_families_of_a_snapshot_keep_odd_names_readable() -> None:
     labels = {labels for (_, labels) in samples_of(text)}
     assert (("path", 'app/we"ird\nname'),) in labels
     assert (("path", "app/caf?"),) in labels
+
+
+def test_run_exits_1_when_its_registry_serves_a_tree_already(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The clash is one line on stderr and exit status 1; no player has started."""
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(orchestra.TreeCollector(orchestra.Conductor({"db": ready}, name="other")))
+    ran: list[str] = []
+
+    async def player() -> None:
+        ran.append("player")
+
+    with pytest.raises(SystemExit) as exited:
+        orchestra.run(player, health=f"{HOST}:{free_port()}", registry=registry)
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.startswith("trio_orchestra: the health endpoint on 127.0.0.1:")
+    assert ran == []

@@ -242,7 +242,7 @@ trio-orchestra demo: db and cache, then jobs (after db) and web (after both), an
   health page  {page}  the tree; /status (JSON), /readyz (503 while flaky
                waits in backoff, or draining), /metrics (Prometheus)
   web app      {web}
-  live view    `python -m trio_orchestra top`, in a second terminal (coming later)
+  live view    `python -m trio_orchestra top` (or `nox -s top`), in a second terminal
 Ctrl-C once: {drain:g} s of draining (/readyz 503), then a graceful stop, dependents first.
 Ctrl-C again to end the drain at once, a third time to skip the grace periods.
 """

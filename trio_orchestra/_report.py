@@ -151,7 +151,9 @@ def page_html(tree: PlayerStatus, now: float, *, refresh: float = 2.0) -> str:
     )
     waiting = readiness(tree)
     summary = "ready" if not waiting else "not ready: " + "; ".join(waiting)
-    title = html.escape(f"{tree.path}: {'ready' if not waiting else 'not ready'}")
+    word = "ready" if not waiting else "not ready"
+    title = html.escape(f"{tree.path}: {word}")
+    badge = f'<span class="readiness {"ready" if not waiting else "not-ready"}">{word}</span>'
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{refresh:g}">
@@ -166,9 +168,12 @@ ul{{list-style:none;padding-left:1.4em;border-left:1px solid #ddd}}
 .error{{color:#b71c1c;font-family:monospace;font-size:13px}}
 .error .label{{font-family:system-ui,sans-serif;font-weight:600}}
 nav a{{margin-right:1em;color:#1565c0}}
+.readiness{{font-size:15px;font-weight:600;border-radius:4px;padding:.1em .6em}}
+.readiness.ready{{color:#2e7d32;border:1px solid #2e7d32}}
+.readiness.not-ready{{color:#c62828;border:1px solid #c62828}}
 {colors}
 </style></head>
-<body><h1>{html.escape(tree.path)}</h1>
+<body><h1>{html.escape(tree.path)} {badge}</h1>
 <p id="summary">{html.escape(summary)}</p>
 <div id="tree"><ul>{_node_html(tree, now)}</ul></div>
 <nav>{_LINKS}</nav>

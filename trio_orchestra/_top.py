@@ -153,9 +153,14 @@ def render(seen: Seen, now: float, interval: float = 1.0) -> RenderableType:
     if tree is not None:
         ready = not tree["not_ready"]
         head.append("  ")
-        head.append(f"{tree['path']} {tree['state']}", STYLES.get(tree["state"], ""))
+        stale = seen.error is not None
+        head.append(
+            f"{tree['path']} {tree['state']}", "" if stale else STYLES.get(tree["state"], "")
+        )
         head.append(", ")
-        head.append("ready" if ready else "not ready", "green" if ready else "bold red")
+        head.append(
+            "ready" if ready else "not ready", "" if stale else "green" if ready else "bold red"
+        )
         if tree.get("stop_budget") is not None:
             head.append(f", stop budget {tree['stop_budget']:g} s")
     head.append(f"  {_clock(now)}", "dim")
