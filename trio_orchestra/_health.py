@@ -28,7 +28,7 @@ from ._report import page_html, readiness, status_json
 from ._watchdog import tasks_text
 
 if TYPE_CHECKING:
-    import prometheus_client.registry
+    import prometheus_client
 
     from ._http import Answer, Headers
 
@@ -72,7 +72,7 @@ class HealthEndpoint:
         self,
         conductor: Conductor,
         address: str,
-        registry: prometheus_client.registry.CollectorRegistry | None = None,
+        registry: prometheus_client.CollectorRegistry | None = None,
     ) -> None:
         """Check *address* and that the ``health`` extra is installed; bind nothing yet."""
         self.address = address

@@ -38,8 +38,7 @@ from ._status import PlayerStatus
 from ._stoptimes import StopTimes
 
 if TYPE_CHECKING:  # an optional extra, imported when metrics are collected
-    import prometheus_client.metrics_core
-    import prometheus_client.registry
+    import prometheus_client
 
 __all__ = ["FAMILY_NAMES", "TreeCollector", "check_installed", "exposition", "tree_families"]
 
@@ -71,7 +70,7 @@ def _label(value: str) -> str:
 
 def tree_families(
     tree: PlayerStatus, now: float, stops: StopTimes | None = None
-) -> list[prometheus_client.metrics_core.Metric]:
+) -> list[prometheus_client.Metric]:
     """The families of *tree* at *now* (Trio time), with the stop histograms of *stops*."""
     from prometheus_client.core import (  # noqa: PLC0415 - an optional extra, imported late
         CounterMetricFamily,
@@ -160,7 +159,7 @@ class TreeCollector:
     def __repr__(self) -> str:
         return f"<TreeCollector of {self._conductor.path!r}>"
 
-    def describe(self) -> list[prometheus_client.metrics_core.Metric]:
+    def describe(self) -> list[prometheus_client.Metric]:
         """The families it yields, without samples: what a registry checks names with.
 
         Example::
@@ -172,7 +171,7 @@ class TreeCollector:
         kinds = ("gauge", "gauge", "counter", "gauge", "gauge", "histogram")
         return [Metric(name, "", kind) for name, kind in zip(FAMILY_NAMES, kinds, strict=True)]
 
-    def collect(self) -> Iterator[prometheus_client.metrics_core.Metric]:
+    def collect(self) -> Iterator[prometheus_client.Metric]:
         """The tree's families now, from one snapshot (a registry calls it at each scrape).
 
         Example::
@@ -202,9 +201,7 @@ def _read(conductor: Conductor) -> tuple[PlayerStatus, float]:
     return conductor.status(), trio.current_time()
 
 
-def exposition(
-    registry: prometheus_client.registry.CollectorRegistry, accept: str
-) -> tuple[bytes, str]:
+def exposition(registry: prometheus_client.CollectorRegistry, accept: str) -> tuple[bytes, str]:
     """*registry*'s metrics in the format *accept* asks for: the body, and its content type.
 
     The Prometheus text format (0.0.4) by default; OpenMetrics when *accept* names

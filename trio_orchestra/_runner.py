@@ -45,7 +45,7 @@ from ._systemd import SystemdNotifier
 from ._watchdog import LoopWatchdog, tasks_text
 
 if TYPE_CHECKING:  # an optional extra (health), imported by the health endpoint
-    import prometheus_client.registry
+    import prometheus_client
 
 __all__ = ["StopPlan", "Watching", "as_conductor", "play_until_signal", "run"]
 
@@ -380,7 +380,7 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     drain: float | None = None,
     blocked_after: float | None = None,
     dump_signal: int | None = _DUMP_SIGNAL,
-    registry: prometheus_client.registry.CollectorRegistry | None = None,
+    registry: prometheus_client.CollectorRegistry | None = None,
 ) -> None:
     """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
 
@@ -442,7 +442,7 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
 def _endpoint(
     conductor: Conductor,
     health: str | None,
-    registry: prometheus_client.registry.CollectorRegistry | None,
+    registry: prometheus_client.CollectorRegistry | None,
 ) -> HealthEndpoint | None:
     """The health endpoint asked for, if any; a clear error for a registry without one."""
     if health is None:
@@ -495,7 +495,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
     drain: float | None = None,
     blocked_after: float | None = None,
     dump_signal: int | None = _DUMP_SIGNAL,
-    registry: prometheus_client.registry.CollectorRegistry | None = None,
+    registry: prometheus_client.CollectorRegistry | None = None,
 ) -> NoReturn:
     """Run *player* as the program's ``main()``, and exit with its status.
 
