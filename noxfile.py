@@ -137,6 +137,14 @@ def demo(session: nox.Session) -> None:
     session.run("python", "-m", "trio_orchestra", "demo", *session.posargs, interrupt_timeout=None)
 
 
+@nox.session(default=False)
+def top(session: nox.Session) -> None:
+    """Watch a running program's tree live (default: the demo's); ``-- HOST:PORT`` for another."""
+    session.install(".[top]")
+    # q or Ctrl-C ends top itself: nox must not signal it on top of that.
+    session.run("python", "-m", "trio_orchestra", "top", *session.posargs, interrupt_timeout=None)
+
+
 @nox.session(python=_pinned(BENCH_PYTHON), default=False)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks against bare Trio (``-- --quick`` for the smoke run CI does)."""

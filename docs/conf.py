@@ -52,7 +52,7 @@ intersphinx_timeout = 10
 _EXTERNAL_MODULES = (
     "trio|attrs|attr|outcome|exceptiongroup|typing|typing_extensions|collections|contextlib"
     "|types|enum|logging|signal|subprocess|os|sys|random|builtins|contextvars|_contextvars"
-    "|_thread|abc|socket|pathlib|datetime|hypercorn"
+    "|_thread|abc|socket|pathlib|datetime|hypercorn|prometheus_client"
 )
 _BUILTIN_NAMES = (
     "None|True|False|Ellipsis|NotImplemented|object|type|str|bytes|int|float|bool|complex"

@@ -117,3 +117,17 @@ def test_the_renderings_show_the_graph_and_the_stop_budget() -> None:
     page = page_html(GRAPH, now=0.0)
     assert "restarts 0, after db, cache</span>" in page
     assert "restarts 0, stop budget 12.5 s</span>" in page
+
+
+def test_the_page_says_ready_or_not_in_its_title_and_heading_and_links_the_routes() -> None:
+    """Title and heading agree with the summary; the last error is labelled; routes linked."""
+    page = page_html(TREE, now=40.0)
+    assert "<title>app: not ready</title>" in page
+    assert '<h1>app <span class="readiness not-ready">not ready</span></h1>' in page
+    assert '<p id="summary">not ready: app/jobs/worker is backoff</p>' in page
+    assert '<span class="label">last error</span> ValueError: bad row' in page
+    for route in ("/status", "/metrics", "/tasks", "/readyz", "/livez"):
+        assert f'<a href="{route}">{route}</a>' in page
+    ready = page_html(GRAPH, now=0.0)
+    assert "<title>app: ready</title>" in ready
+    assert '<span class="readiness ready">ready</span>' in ready

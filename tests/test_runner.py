@@ -463,7 +463,7 @@ def test_the_demo_runs_serves_its_health_page_and_stops_gracefully_on_ctrl_c(
     off, no traceback, exit 0, well within the demo's deadline.
     """
     child, lines, health, web = _start_the_demo(tmp_path)
-    child.wait_for("python -m trio_orchestra top")  # the banner names the coming live view
+    child.wait_for("python -m trio_orchestra top")  # the banner names the live view
     port = int(health.rstrip("/").rsplit(":", 1)[1])
     signalled = time.monotonic()
     child.signal(signal.SIGINT)

@@ -20,6 +20,7 @@ from ._every import every as every
 from ._lifecycle import PlayerState as PlayerState
 from ._liveness import heartbeat as heartbeat
 from ._logging import PathFilter as PathFilter
+from ._metrics import TreeCollector as TreeCollector
 from ._process import run_process as run_process
 from ._runner import play_until_signal as play_until_signal
 from ._runner import run as run
@@ -47,6 +48,7 @@ __all__ = [
     "StopTimeout",
     "StopToken",
     "TooManyRestarts",
+    "TreeCollector",
     "UpdateError",
     "current_stop",
     "events",

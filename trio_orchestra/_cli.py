@@ -1,4 +1,4 @@
-"""The command line: ``python -m trio_orchestra run package.module:attr`` and ``demo``.
+"""The command line: ``python -m trio_orchestra run package.module:attr``, ``demo`` and ``top``.
 
 Why this module: a supervised service should not need a ``main()`` of its own. Point the
 runner at a conductor (or at a plain async callable, wrapped in a conductor named after it)
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import math
 import socket
@@ -132,7 +133,36 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8000",
         help="where the demo's web app listens (default 127.0.0.1:8000)",
     )
+    top = commands.add_parser(
+        "top", help="watch a running program's tree live, from its health endpoint's /status"
+    )
+    top.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:8080",
+        help="the program's health endpoint (default http://127.0.0.1:8080)",
+    )
+    top.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between two looks (default 1)",
+    )
     return parser
+
+
+def _top(parser: argparse.ArgumentParser, url: str, interval: float) -> NoReturn:
+    """``top``: check that rich is installed and the URL, then watch until ``q``."""
+    if importlib.util.find_spec("rich") is None:
+        parser.error("top needs rich, which is not installed; pip install 'trio-orchestra[top]'")
+    from . import _top  # noqa: PLC0415 - it imports rich, the optional extra
+
+    try:
+        _top.status_url(url)
+    except ValueError as exc:
+        parser.error(str(exc))
+    sys.exit(_top.main(url, interval=interval))
 
 
 def _load(parser: argparse.ArgumentParser, target: str, *, reload: bool) -> object:
@@ -222,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Parse *argv* (default ``sys.argv[1:]``) and run; always exits."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "top":
+        _top(parser, args.url, args.interval)
     _configure_logging(args.log_level)
     if args.command == "demo":
         from ._demo import (  # noqa: PLC0415 - only the demo needs them

@@ -81,6 +81,7 @@ from ._ordering import (
 from ._spec import PlayerSpec, as_spec
 from ._status import ConductorStatistics, PlayerStatus
 from ._stop import StopToken, current_owner, supervisors
+from ._stoptimes import StopTimes
 from ._supervision import STRATEGIES, Restart, RestartWindow, Strategy
 from ._update import Plan, Step, plan
 
@@ -556,6 +557,12 @@ class Conductor:
         # The runner's own listener (systemd STATUS lines): sees every event of the tree,
         # whatever on_event hooks the conductors have. Set on the root; nested ones inherit it.
         self._observer: Callable[[events.Event], object] | None = None
+        # The stop times of the tree (trio_orchestra_stop_seconds), once a TreeCollector
+        # asked for them; kept across runs, since a histogram only ever counts up.
+        self._stops: StopTimes | None = None
+        # The Trio run of its current (or last) run: a TreeCollector in another thread reads
+        # the tree through it.
+        self._trio_token: trio.lowlevel.TrioToken | None = None
         self._path = name
         self._update_lock = trio.Lock()
         self._reset()
@@ -1111,12 +1118,15 @@ class Conductor:
             raise RuntimeError(msg)
         owner = current_owner()
         parent = owner if isinstance(owner, _Slot) and owner.child is None else None
+        self._trio_token = trio.lowlevel.current_trio_token()
         self._running = True
         self._runs += 1
         self._path = parent.path if parent is not None else self._name
         self._reset()
         self._parent_slot = parent
         self._choose_hook(parent)
+        if parent is not None and parent.conductor._stops is not None:
+            self._stops = parent.conductor._stops  # the tree's stop times are the root's
         escaped: BaseException | None = None
         task = trio.lowlevel.current_task()
         supervisors[task] = self
@@ -1702,6 +1712,8 @@ class Conductor:
         # through this call stack: a frame here still holding our exception would chain each
         # stopped player's objects to the next one's until the last was gone.
         del exc
+        if self._stops is not None:
+            self._stops.ended(slot)
         self._exiting = slot
         try:
             self._exit(slot, failure, fatal)
@@ -2312,6 +2324,8 @@ class Conductor:
         if self._hook is not None:
             self._emit(events.Stopping(path=slot.path, time=now, reason=reason, deadline=deadline))
         token._request(reason, deadline)
+        if self._stops is not None:
+            self._stops.soft(slot, now)
         if deadline < _INF:
             self._set_timer(slot, deadline)
         return False
@@ -2340,6 +2354,8 @@ class Conductor:
 
     def _after_hard_cancel(self, slot: _Slot, now: float) -> None:
         """What follows a player's hard cancel: its event, its token, its straggler timer."""
+        if self._stops is not None:
+            self._stops.hard(slot, now)
         reason = slot.stop_reason
         if self._hook is not None and slot.token is None:
             self._emit(events.Stopping(path=slot.path, time=now, reason=reason, deadline=now))
@@ -2380,6 +2396,22 @@ class Conductor:
             return sum(graces.values())
         edges = {slot.name: tuple(dep.name for dep in order.after(slot)) for slot in self._slots}
         return longest_path(list(edges), edges, lambda name: graces.get(name, 0.0))
+
+    def _record_stops(self) -> StopTimes:
+        """Begin recording the stop times of this tree (a :class:`TreeCollector` asks).
+
+        Also in the nested conductors running now; those started later take it from their
+        parent when their run begins.
+        """
+        stops = self._stops
+        if stops is None:
+            stops = self._stops = StopTimes()
+        running: list[Conductor] = [self]
+        while running:
+            conductor = running.pop()
+            conductor._stops = stops
+            running.extend(slot.child for slot in conductor._slots if slot.child is not None)
+        return stops
 
     # -- errors and diagnostics -------------------------------------------------------------
 

@@ -368,7 +368,7 @@ trio-orchestra demo: db and cache, then jobs (after db) and web (after both), an
   web app      {web}  /hang: a worker hangs (its liveness finds it);
                /block: a worker blocks the event loop (blocked_after names it)
   tree dump    kill -USR1 {pid}  logs the tree, each player with where it waits
-  live view    `python -m trio_orchestra top`, in a second terminal (coming later)
+  live view    `python -m trio_orchestra top` (or `nox -s top`), in a second terminal
 Ctrl-C once: {drain:g} s of draining (/readyz 503), then a graceful stop, dependents first.
 Ctrl-C again to end the drain at once, a third time to skip the grace periods.
 """

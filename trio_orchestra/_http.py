@@ -8,27 +8,29 @@ endpoint imports this module only once it has checked that h11 is installed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
 import h11
 import trio
 
-__all__ = ["Answer", "serve_connection"]
+__all__ = ["Answer", "Headers", "serve_connection"]
 
 #: What to answer a request: status, headers (without content-length), body.
 Answer = tuple[int, list[tuple[str, str]], bytes]
+#: A request's headers, as h11 gives them: lowercase names, values as sent.
+Headers = Sequence[tuple[bytes, bytes]]
 
 _MAX_READ = 16384
 
 
 async def serve_connection(
     stream: trio.SocketStream,
-    answer: Callable[[bytes, bytes], Answer],
+    answer: Callable[[bytes, bytes, Headers], Answer],
     idle: trio.CancelScope,
     idle_timeout: float,
 ) -> None:
-    """Answer the requests on *stream* with ``answer(method, target)`` until either side closes.
+    """Answer the requests on *stream* with ``answer(method, target, headers)`` until closed.
 
     Each exchange must end within *idle_timeout*: *idle*'s deadline moves on after each one.
     A request the client sends malformed gets the status h11 suggests, and the connection ends.
@@ -39,7 +41,7 @@ async def serve_connection(
             request = await _next_request(connection, stream)
             if request is None:
                 return
-            status, headers, body = answer(request.method, request.target)
+            status, headers, body = answer(request.method, request.target, request.headers)
             headers = [*headers, ("content-length", str(len(body)))]
             response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
             await _send(connection, stream, response)

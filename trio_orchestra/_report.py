@@ -1,8 +1,9 @@
-"""The status tree rendered for people and programs: JSON, Prometheus text, HTML, one line.
+"""The status tree rendered for people and programs: JSON, HTML, text, one line.
 
 Why this module: the health endpoint, systemd's ``STATUS=`` and the demo's terminal view all
 show the same snapshot (:meth:`Conductor.status`); each rendering is a pure function of that
-snapshot and the current time, so it is tested without a server.
+snapshot and the current time, so it is tested without a server. The metrics are
+prometheus-client's rendering of the same snapshot (:mod:`trio_orchestra._metrics`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ __all__ = [
     "describe_error",
     "event_line",
     "heartbeat_age",
-    "metrics_text",
     "one_line",
     "page_html",
     "readiness",
@@ -119,42 +119,6 @@ def status_json(
     return json.dumps(root, indent=2) + "\n"
 
 
-def _label(value: str) -> str:
-    """A Prometheus label value, escaped as the text exposition format says."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _family(name: str, kind: str, text: str) -> list[str]:
-    return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-
-
-def metrics_text(tree: PlayerStatus, now: float) -> str:
-    """The tree in the Prometheus text exposition format (version 0.0.4)."""
-    nodes = [(node, _label(node.path)) for node in tree.walk()]
-    lines = _family("trio_orchestra_ready", "gauge", "1 when /readyz answers 200, else 0.")
-    lines.append(f"trio_orchestra_ready {0 if readiness(tree) else 1}")
-    lines += _family("trio_orchestra_player_state", "gauge", "1 for the player's state, else 0.")
-    lines.extend(
-        f'trio_orchestra_player_state{{path="{path}",state="{state.value}"}}'
-        f" {1 if node.state is state else 0}"
-        for node, path in nodes
-        for state in _S
-    )
-    restarts = "trio_orchestra_player_restarts_total"
-    lines += _family(restarts, "counter", "Restarts in the conductor's current run.")
-    lines.extend(f'{restarts}{{path="{path}"}} {node.restarts}' for node, path in nodes)
-    up = "trio_orchestra_player_uptime_seconds"
-    lines += _family(up, "gauge", "Seconds since the player became started (0 when it is not).")
-    lines.extend(f'{up}{{path="{path}"}} {uptime(node, now) or 0:.3f}' for node, path in nodes)
-    ages = [(path, heartbeat_age(node, now)) for node, path in nodes]
-    beat = "trio_orchestra_player_heartbeat_age_seconds"
-    lines += _family(
-        beat, "gauge", "Seconds since the last heartbeat of a running player with a liveness."
-    )
-    lines.extend(f'{beat}{{path="{path}"}} {age:.3f}' for path, age in ages if age is not None)
-    return "\n".join(lines) + "\n"
-
-
 def _node_html(node: PlayerStatus, now: float) -> str:
     name = html.escape(node.path.rpartition("/")[2])
     state = node.state.value
@@ -196,7 +160,9 @@ def page_html(tree: PlayerStatus, now: float, *, refresh: float = 2.0) -> str:
     )
     waiting = readiness(tree)
     summary = "ready" if not waiting else "not ready: " + "; ".join(waiting)
-    title = html.escape(f"{tree.path}: {'ready' if not waiting else 'not ready'}")
+    word = "ready" if not waiting else "not ready"
+    title = html.escape(f"{tree.path}: {word}")
+    badge = f'<span class="readiness {"ready" if not waiting else "not-ready"}">{word}</span>'
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{refresh:g}">
@@ -211,9 +177,12 @@ ul{{list-style:none;padding-left:1.4em;border-left:1px solid #ddd}}
 .error{{color:#b71c1c;font-family:monospace;font-size:13px}}
 .error .label{{font-family:system-ui,sans-serif;font-weight:600}}
 nav a{{margin-right:1em;color:#1565c0}}
+.readiness{{font-size:15px;font-weight:600;border-radius:4px;padding:.1em .6em}}
+.readiness.ready{{color:#2e7d32;border:1px solid #2e7d32}}
+.readiness.not-ready{{color:#c62828;border:1px solid #c62828}}
 {colors}
 </style></head>
-<body><h1>{html.escape(tree.path)}</h1>
+<body><h1>{html.escape(tree.path)} {badge}</h1>
 <p id="summary">{html.escape(summary)}</p>
 <div id="tree"><ul>{_node_html(tree, now)}</ul></div>
 <nav>{_LINKS}</nav>

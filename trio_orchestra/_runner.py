@@ -28,7 +28,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import FrameType
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import attrs
 import trio
@@ -36,7 +36,7 @@ import trio
 from ._checks import check_time
 from ._conductor import Conductor
 from ._errors import ConductorError
-from ._health import HealthEndpoint
+from ._health import HealthEndpoint, RegistryClashError
 from ._lifecycle import PlayerState
 from ._logging import library_logger
 from ._reload import Reloader, first_conductor
@@ -44,6 +44,9 @@ from ._report import event_line, one_line
 from ._spec import PlayerSpec, as_spec, describe
 from ._systemd import SystemdNotifier
 from ._watchdog import LoopWatchdog, tasks_text
+
+if TYPE_CHECKING:  # an optional extra (health), imported by the health endpoint
+    import prometheus_client
 
 __all__ = ["StopPlan", "Watching", "as_conductor", "play_until_signal", "run"]
 
@@ -395,6 +398,7 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     drain: float | None = None,
     blocked_after: float | None = None,
     dump_signal: int | None = _DUMP_SIGNAL,
+    registry: prometheus_client.CollectorRegistry | None = None,
     reload: bool = False,
 ) -> None:
     """Run *player* until a signal (default SIGINT and SIGTERM) stops it gracefully.
@@ -427,7 +431,10 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     program goes on as it was.
 
     With *health* (``"HOST:PORT"``), the health endpoint is served there from before the first
-    player starts until the tree has returned (see :doc:`/operations`). When the environment
+    player starts until the tree has returned (see :doc:`/operations`). Its ``/metrics`` serves
+    *registry* (default ``prometheus_client.REGISTRY``, so the application's own metrics are
+    there too), on which a :class:`TreeCollector` of the tree is registered meanwhile. When the
+    environment
     has ``NOTIFY_SOCKET`` (systemd's ``Type=notify``), systemd is told ``READY=1`` once the tree
     is started, ``STATUS=`` lines as players change state, ``WATCHDOG=1`` every half of
     ``WATCHDOG_USEC``, and ``STOPPING=1`` when a stop begins.
@@ -436,8 +443,10 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
         ConductorError: a player failed.
         ValueError: *health* is not ``HOST:PORT``; a time is negative or NaN; *drain* is
             longer than *stop_within*; *blocked_after* is 0; *dump_signal* is not a signal,
-            or is one of *signals*.
-        ModuleNotFoundError: *health* is given but h11 (the ``health`` extra) is not installed.
+            or is one of *signals*; *registry* is given without *health*; the registry
+            already has a tree's metrics (nothing was started).
+        ModuleNotFoundError: *health* is given but h11 or prometheus-client (the ``health``
+            extra) is not installed.
         OSError: the health endpoint cannot listen (nothing was started).
 
     Example::
@@ -452,7 +461,7 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     signals = signals or _DEFAULT_SIGNALS
     watching = Watching.checked(blocked_after, dump_signal, signals)
     conductor, reloader = _target(player, reload=reload)
-    endpoint = None if health is None else HealthEndpoint(conductor, health, reloader)
+    endpoint = _endpoint(conductor, health, registry, reloader)
     await _play(
         conductor, signals, health=endpoint, plan=plan, watching=watching, reloader=reloader
     )
@@ -464,6 +473,25 @@ def _target(player: object, *, reload: bool) -> tuple[Conductor, Reloader | None
         return as_conductor(player), None  # type: ignore[arg-type] # as_conductor checks it
     conductor = first_conductor(player)
     return conductor, Reloader(player, conductor)  # type: ignore[arg-type] # checked
+
+
+def _endpoint(
+    conductor: Conductor,
+    health: str | None,
+    registry: prometheus_client.CollectorRegistry | None,
+    reloader: Reloader | None = None,
+) -> HealthEndpoint | None:
+    """The health endpoint asked for, if any; a clear error for a registry without one."""
+    if health is None:
+        if registry is not None:
+            msg = (
+                "the runner: registry= is what the health endpoint's /metrics serves, and no"
+                " health= address was given; give one, or register"
+                " orchestra.TreeCollector(conductor) on your registry yourself"
+            )
+            raise ValueError(msg)
+        return None
+    return HealthEndpoint(conductor, health, registry, reloader)
 
 
 def _report_stuck(
@@ -504,6 +532,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
     drain: float | None = None,
     blocked_after: float | None = None,
     dump_signal: int | None = _DUMP_SIGNAL,
+    registry: prometheus_client.CollectorRegistry | None = None,
     reload: bool = False,
 ) -> NoReturn:
     """Run *player* as the program's ``main()``, and exit with its status.
@@ -513,14 +542,15 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
 
     * ``0`` when it stopped cleanly, also after a forced stop that left no failure;
     * ``1`` when a player failed (the failures are printed, by path, on stderr), or when the
-      health endpoint could not listen (nothing was started);
+      health endpoint could not listen, or found its registry serving a tree already
+      (nothing was started);
     * ``70`` at once, on a third signal (a fourth, after a drain cut short) or when
       *force_exit_after* seconds have passed since the first signal: every player still
       running is printed with where it is stuck.
 
-    *stop_within*, *drain*, *blocked_after*, *dump_signal* and *reload* are as for
-    :func:`play_until_signal`. A bad *health* address, a missing h11, or a bad time raises at
-    once, before anything runs.
+    *stop_within*, *drain*, *blocked_after*, *dump_signal*, *registry* and *reload* are as for
+    :func:`play_until_signal`. A bad *health* address, a missing ``health`` extra, or a bad
+    time raises at once, before anything runs.
 
     Example::
 
@@ -532,7 +562,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
     plan = StopPlan.checked(drain, stop_within)
     watching = Watching.checked(blocked_after, dump_signal, signals)
     conductor, reloader = _target(player, reload=reload)
-    endpoint = None if health is None else HealthEndpoint(conductor, health, reloader)
+    endpoint = _endpoint(conductor, health, registry, reloader)
 
     def exit_now(why: str, frame: FrameType | None) -> None:
         _report_stuck(conductor, why, sys.stderr, frame)
@@ -555,6 +585,9 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
             return 1
         except OSError as error:  # only the health endpoint's: players' are in the error above
             sys.stderr.write(f"trio_orchestra: {error.strerror or error}\n")
+            return 1
+        except RegistryClashError as error:
+            sys.stderr.write(f"trio_orchestra: {error}\n")
             return 1
         return 0
 
