@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import random
@@ -9,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,10 +25,14 @@ from trio_orchestra import _demo, events
 from trio_orchestra._demo import (
     BLOCK_SECONDS,
     BLOCKED_AFTER,
+    DEFAULT_CONFIG,
     DRAIN,
+    HELLO,
     JOB_SECONDS,
     LIVENESS,
     STOP_WITHIN,
+    DemoConfig,
+    DemoTree,
     Trouble,
     banner,
     database,
@@ -34,6 +41,7 @@ from trio_orchestra._demo import (
     hello,
     jobs_conductor,
     worker,
+    write_config,
 )
 from trio_orchestra.testing import background
 
@@ -111,9 +119,9 @@ async def test_the_workers_take_no_job_once_the_pool_is_stopping(
     assert states == {orchestra.PlayerState.DONE}
 
 
-def test_the_banner_points_to_the_health_page_the_tools_and_the_coming_live_view() -> None:
-    """The demo's first lines: the graph, where it is shown, the stuck-player tools, the stop."""
-    text = banner("127.0.0.1:8000", "127.0.0.1:8080", pid=4242)
+def test_the_banner_points_to_the_health_page_the_tools_the_reload_and_the_live_view() -> None:
+    """The demo's first lines: the graph, where it is shown, the tools, the reload, the stop."""
+    text = banner("127.0.0.1:8000", "127.0.0.1:8080", "conf/demo.json", pid=4242)
     assert "http://127.0.0.1:8080/" in text
     assert "/status" in text
     assert "/readyz" in text
@@ -121,13 +129,142 @@ def test_the_banner_points_to_the_health_page_the_tools_and_the_coming_live_view
     assert "http://127.0.0.1:8000/  /hang: a worker hangs" in text
     assert "/block: a worker blocks the event loop" in text
     assert "kill -USR1 4242" in text
-    assert f"kill -USR1 {os.getpid()}" in banner("127.0.0.1:8000", "127.0.0.1:8080")
+    assert "reload       edit conf/demo.json (workers, hello), then kill -HUP 4242" in text
+    assert f"kill -USR1 {os.getpid()}" in banner("127.0.0.1:8000", "127.0.0.1:8080", "c.json")
     assert "python -m trio_orchestra top" in text
     assert "Ctrl-C once: 2 s of draining (/readyz 503)" in text
     assert "db and cache, then jobs (after db) and web (after both)" in text
     assert len(text.splitlines()) <= 10
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert "PORT/ (port 0" in banner("127.0.0.1:0", "[::1]:0")
+    assert "PORT/ (port 0" in banner("127.0.0.1:0", "[::1]:0", "c.json")
+
+
+# -- the configuration and the reload (s. 12) --------------------------------------------------
+
+
+def test_a_reload_with_an_unchanged_config_changes_nothing(tmp_path: Path) -> None:
+    """The factory called twice on the same file: every spec equal, so the update is a no-op."""
+    config = tmp_path / "demo.json"
+    write_config(config)
+    tree = DemoTree("127.0.0.1:0", config)
+    first, second = tree(), tree()
+    assert first is not second
+    assert first.players == second.players  # the same callables, equal arguments and options
+    assert first._same_options(second)  # the root's options too: no warning on a reload
+
+
+def test_a_new_number_of_workers_gives_a_pool_to_update_and_a_new_hello_a_new_server(
+    tmp_path: Path,
+) -> None:
+    """Workers 2 -> 3: a new jobs conductor of the same options; a new text: a new web server."""
+    config = tmp_path / "demo.json"
+    write_config(config)
+    tree = DemoTree("127.0.0.1:0", config)
+    before = tree()
+    write_config(config, DemoConfig(workers=3, hello="hello again"))
+    after = tree()
+    changed = {name for name, spec in after.players.items() if spec != before.players[name]}
+    assert changed == {"jobs", "web"}
+    old_pool, new_pool = before.players["jobs"].fn, after.players["jobs"].fn
+    assert isinstance(old_pool, orchestra.Conductor)
+    assert isinstance(new_pool, orchestra.Conductor)
+    assert new_pool._same_options(old_pool)  # so the running pool is updated, not restarted
+    assert list(new_pool.players) == ["queue-feeder", "worker-1", "worker-2", "worker-3", "report"]
+    assert {
+        name: spec == old_pool.players[name]
+        for name, spec in new_pool.players.items()
+        if name in old_pool.players
+    } == {"queue-feeder": True, "worker-1": True, "worker-2": True, "report": True}
+    web = (before.players["web"], after.players["web"])
+    assert web[0].fn is not web[1].fn
+    assert (web[0].after, web[0].grace) == (web[1].after, web[1].grace)
+
+
+async def test_the_running_pool_gets_a_third_worker_then_keeps_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Updated to 3 workers at 5: worker-3 starts at once; to 1 at 10: two leave, 1 stays.
+
+    The two removed finish the job in hand (within 1.5 s); the unchanged ones never restart.
+    """
+    tree = DemoTree()
+    seen: list[events.Event] = []
+    root = orchestra.Conductor(
+        {"jobs": orchestra.PlayerSpec(tree.jobs(2))}, name="demo", on_event=seen.append
+    )
+    async with background(root) as run:
+        await trio.sleep(5)
+        await run.conductor.update({"jobs": orchestra.PlayerSpec(tree.jobs(3))})
+        assert trio.current_time() == 5
+        await trio.sleep(5)
+        await run.conductor.update({"jobs": orchestra.PlayerSpec(tree.jobs(1))})
+        assert 10 <= trio.current_time() <= 10 + JOB_SECONDS
+        nodes = run.conductor.status().children["jobs"].children
+        assert list(nodes) == ["queue-feeder", "worker-1", "report"]
+        assert {node.restarts for node in nodes.values()} == {0}
+        assert await run.stop() is None
+    started = [(e.path, e.time) for e in seen if isinstance(e, events.Ready)]
+    assert ("demo/jobs/worker-3", 5) in started
+    assert [p for p, _ in started].count("demo/jobs/worker-1") == 1  # never restarted
+    updated = [(e.path, e.added, e.removed) for e in seen if isinstance(e, events.Updated)]
+    assert updated == [
+        ("demo/jobs", ("worker-3",), ()),
+        ("demo", (), ()),
+        ("demo/jobs", (), ("worker-3", "worker-2")),
+        ("demo", (), ()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{not json", r" is not JSON: .*"),
+        ("[2]", r' must be a JSON object, like \{"workers": 2, "hello": "hello from .*"\}'),
+        ('{"worker": 3}', r" has unknown keys \['worker'\]; it sets 'workers' and 'hello'"),
+        ('{"workers": 9}', r": 'workers' must be 0 to 8, not 9"),
+        ('{"workers": true}', r": 'workers' must be 0 to 8, not True"),
+        ('{"hello": ""}', r": 'hello' must be one line of text, not ''"),
+    ],
+)
+def test_a_wrong_config_is_one_sentence_naming_the_file(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    """JSON errors, unknown keys, out-of-range values: a ValueError naming the file."""
+    config = tmp_path / "demo.json"
+    config.write_text(text)
+    with pytest.raises(
+        ValueError, match=rf"^the demo's configuration {re.escape(str(config))}{why}$"
+    ):
+        DemoConfig.read(config)
+
+
+def test_a_partial_config_takes_the_defaults_for_the_rest(tmp_path: Path) -> None:
+    """``{"workers": 0}`` keeps the hello text; the defaults are what the demo writes."""
+    config = tmp_path / "demo.json"
+    config.write_text('{"workers": 0}')
+    assert DemoConfig.read(config) == DemoConfig(workers=0, hello=HELLO)
+    write_config(config)
+    assert json.loads(config.read_text()) == DEFAULT_CONFIG == {"workers": 2, "hello": HELLO}
+
+
+async def test_the_hello_text_comes_from_the_config(autojump_clock: trio.testing.MockClock) -> None:
+    """The web app of a tree built from ``hello: "hi there"`` answers with it."""
+    tree = DemoTree()
+    server = tree.server("hi there")
+    assert tree.server("hi there") is server
+    assert tree.server("other") is not server
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        sent.append(message)
+
+    await hello(tree.trouble, {"type": "http", "path": "/x"}, receive, send, greeting="hi there")
+    assert sent[1]["body"] == b"hi there: you asked for /x\n"
 
 
 async def test_the_database_is_up_after_its_connect_and_closes_on_its_stop(
@@ -407,3 +544,138 @@ def test_the_demo_process_names_a_blocked_loop_and_finds_a_hung_worker(tmp_path:
     text = err_path.read_text(encoding="utf-8")
     for sign in ("Traceback", "ERROR"):
         assert sign not in text, text
+
+
+class Client:
+    """GET a URL in a loop on a thread, each on a new connection, until told to stop."""
+
+    def __init__(self, url: str) -> None:
+        """Start asking *url* (loopback only)."""
+        self.url = url
+        self.answers: list[str] = []
+        self.failures: list[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.is_set():
+            self._ask()
+
+    def _ask(self) -> None:
+        try:
+            self.answers.append(get(self.url))
+        except OSError as exc:  # a refused connection, a reset, a timeout
+            self.failures.append(repr(exc))
+
+    def wait_answers(self, count: int) -> None:
+        """Return once *count* requests have been answered."""
+        deadline = time.monotonic() + PATIENCE
+        while len(self.answers) < count:
+            assert time.monotonic() < deadline, self.failures
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Ask no more; return once the request in flight is answered."""
+        self._done.set()
+        self._thread.join(timeout=PATIENCE)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_demo_process_reloads_its_changed_config_on_sighup_refusing_nothing(
+    tmp_path: Path,
+) -> None:
+    """A third worker and a new hello on SIGHUP; a client in a loop meanwhile: no failure.
+
+    ``--config`` names a missing file: the demo writes the defaults there. Under
+    rest_for_one a reload is refused while flaky waits in backoff (a group restart of one):
+    then the test sends SIGHUP again. One SIGINT then stops it, exit 0.
+    """
+    config = tmp_path / "demo.json"
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "trio_orchestra",
+                "demo",
+                "--health",
+                "127.0.0.1:0",
+                "--web",
+                "127.0.0.1:0",
+                "--config",
+                str(config),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            text=True,
+        )
+    client: Client | None = None
+    try:
+        log = DemoLog(err_path)
+        web = log.wait_for(r"Running on (http://\S+) ").group(1)
+        log.wait_for(r"player demo/web started$")
+        assert json.loads(config.read_text()) == DEFAULT_CONFIG
+        client = Client(web + "/hi")
+        write_config(config, DemoConfig(workers=3, hello="hello again"))
+        client.wait_answers(3)
+        updated = "INFO    trio_orchestra: conductor demo updated: restarts web (fn); updates jobs"
+        for attempt in itertools.count(1):
+            process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + PATIENCE
+            while updated not in (text := err_path.read_text(encoding="utf-8")):
+                if text.count("the reload failed") == attempt:
+                    assert "is restarting a group of players" in text.splitlines()[-1], text
+                    break
+                assert time.monotonic() < deadline, text
+                time.sleep(0.05)
+            else:
+                break
+            assert attempt < 20, text  # flaky waits 8 s in backoff at most
+            time.sleep(0.5)
+        log.wait_for(r"conductor demo/jobs updated: adds worker-3$")
+        log.wait_for(r"player demo/jobs/worker-3 started$")
+        assert get(web + "/hi") == "hello again: you asked for /hi\n"
+        client.stop()
+        assert client.failures == []
+        assert "hello again: you asked for /hi\n" in client.answers
+        assert HELLO + ": you asked for /hi\n" in client.answers
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=PATIENCE) == 0
+    finally:
+        if client is not None:
+            client.stop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    text = err_path.read_text(encoding="utf-8")
+    assert "Traceback" not in text, text
+    assert text.count("player demo/db started") == 1  # nothing else restarted
+    assert text.count("player demo/jobs/worker-1 started") == 1
+    assert config.exists()  # a file of the user's is left where it is
+
+
+def test_the_demo_with_a_wrong_config_says_why_before_it_runs(tmp_path: Path) -> None:
+    """``--config`` naming a broken file: one line naming it, exit 2, no banner."""
+    config = tmp_path / "demo.json"
+    config.write_text('{"workers": -1}')
+    result = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [
+            *(sys.executable, "-m", "trio_orchestra", "demo", "--config", str(config)),
+            *("--web", "127.0.0.1:0", "--health", "127.0.0.1:0"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=PATIENCE,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"python -m trio_orchestra: error: the demo's configuration {config}:"
+        " 'workers' must be 0 to 8, not -1"
+    )
+    assert result.stdout == ""

@@ -12,9 +12,12 @@ import importlib
 import importlib.util
 import logging
 import math
+import os
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn, cast
 
 from ._checks import MAX_PORT, parse_address
@@ -133,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8000",
         help="where the demo's web app listens (default 127.0.0.1:8000)",
     )
+    demo.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="the JSON configuration to read, and to reload on SIGHUP (written with the"
+        " defaults if missing; default: a fresh file in the temporary directory, removed at exit)",
+    )
     top = commands.add_parser(
         "top", help="watch a running program's tree live, from its health endpoint's /status"
     )
@@ -240,6 +250,48 @@ def _check_demo_ports(parser: argparse.ArgumentParser, web: str, health: str) ->
         sys.exit(1)
 
 
+def _demo(parser: argparse.ArgumentParser, web: str, health: str, config: Path | None) -> NoReturn:
+    """``demo``: its configuration file read (or written), its banner, then its reloadable run."""
+    from ._demo import (  # noqa: PLC0415 - only the demo needs them
+        BLOCKED_AFTER,
+        DRAIN,
+        STOP_WITHIN,
+        DemoConfig,
+        DemoTree,
+        banner,
+        write_config,
+    )
+
+    fresh = config is None
+    path = Path(tempfile.gettempdir(), f"trio-orchestra-demo-{os.getpid()}.json")
+    path = path if config is None else config
+    try:
+        if fresh or not path.exists():
+            write_config(path)
+        DemoConfig.read(path)  # a wrong file is a usage error before anything runs
+    except OSError as exc:
+        parser.error(f"cannot write the demo's configuration {path}: {exc.strerror or exc}")
+    except ValueError as exc:
+        parser.error(str(exc))
+    sys.stdout.write(banner(web, health, path))
+    sys.stdout.flush()
+    try:
+        run(
+            # run()'s annotation has no factory form for reload=True: a Conductor's is nearest
+            cast("Conductor", DemoTree(web, path)),
+            health=health,
+            stop_within=STOP_WITHIN,
+            drain=DRAIN,
+            blocked_after=BLOCKED_AFTER,
+            reload=True,
+        )
+    except ModuleNotFoundError as exc:  # --health without h11: said before anything runs
+        parser.error(str(exc))
+    finally:
+        if fresh:
+            path.unlink(missing_ok=True)
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
@@ -256,45 +308,28 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _top(parser, args.url, args.interval)
     _configure_logging(args.log_level)
     if args.command == "demo":
-        from ._demo import (  # noqa: PLC0415 - only the demo needs them
-            BLOCKED_AFTER,
-            DRAIN,
-            STOP_WITHIN,
-            banner,
-            demo_conductor,
-        )
-
         _check_demo_ports(parser, args.web, args.health)
-        sys.stdout.write(banner(args.web, args.health))
-        sys.stdout.flush()
-        target: object = demo_conductor(args.web)
-        force_exit_after = None
-        stop_within, drain = STOP_WITHIN, DRAIN
-        blocked_after = BLOCKED_AFTER
-    else:
-        try:  # before the target is imported: nothing of it runs
-            StopPlan.checked(args.drain, args.stop_within)
-        except ValueError as exc:
-            parser.error(str(exc))
-        if "" not in sys.path:
-            sys.path.insert(0, "")  # like `python -m`: the current directory is importable
-        if args.reload and args.grace is not None:
-            parser.error("--grace cannot be used with --reload: the factory sets the grace")
-        target = _load(parser, args.target, reload=args.reload)
-        if args.grace is not None:
-            target = as_conductor(cast("Conductor", target), grace=args.grace)
-        force_exit_after = args.force_exit_after
-        stop_within, drain = args.stop_within, args.drain
-        blocked_after = args.blocked_after
+        _demo(parser, args.web, args.health, args.config)
+    try:  # before the target is imported: nothing of it runs
+        StopPlan.checked(args.drain, args.stop_within)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+    if args.reload and args.grace is not None:
+        parser.error("--grace cannot be used with --reload: the factory sets the grace")
+    target = _load(parser, args.target, reload=args.reload)
+    if args.grace is not None:
+        target = as_conductor(cast("Conductor", target), grace=args.grace)
     try:
         run(
-            target,  # type: ignore[arg-type] # checked by _load, or the demo's own
-            force_exit_after=force_exit_after,
+            target,  # type: ignore[arg-type] # checked by _load
+            force_exit_after=args.force_exit_after,
             health=args.health,
-            stop_within=stop_within,
-            drain=drain,
-            blocked_after=blocked_after,
-            reload=args.command == "run" and args.reload,
+            stop_within=args.stop_within,
+            drain=args.drain,
+            blocked_after=args.blocked_after,
+            reload=args.reload,
         )
     except ModuleNotFoundError as exc:  # --health without h11: said before anything runs
         parser.error(str(exc))

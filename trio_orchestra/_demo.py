@@ -39,12 +39,19 @@ and it is stopped and restarted. ``/block`` makes the next job's worker call ``t
 the event loop stops, and the runner's ``blocked_after`` watchdog names the worker and the
 line. ``kill -USR1 <pid>`` logs the tree with where each player waits; ``/tasks`` on the
 health endpoint serves the same text.
+
+The tree is built from a small JSON configuration file (:class:`DemoConfig`: the number of
+job workers, the web app's hello text) by a factory, :class:`DemoTree`, and run with
+``reload=True``: edit the file and ``kill -HUP <pid>``, and the running tree is updated to it
+(docs/reload.rst): a worker added or removed, web restarted with its new text on the socket
+it kept, refusing no connection; whatever did not change is left running.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import os
 import random
@@ -52,8 +59,10 @@ import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
+import attrs
 import trio
 
 from ._asgi import serve_asgi
@@ -69,13 +78,17 @@ from ._supervision import Backoff, Restart
 __all__ = [
     "BLOCKED_AFTER",
     "BLOCK_SECONDS",
+    "DEFAULT_CONFIG",
     "DRAIN",
     "LIVENESS",
     "STOP_WITHIN",
+    "DemoConfig",
+    "DemoTree",
     "Trouble",
     "banner",
     "demo_conductor",
     "jobs_conductor",
+    "write_config",
 ]
 
 logger = logging.getLogger("trio_orchestra.demo")
@@ -115,6 +128,12 @@ BEAT_SECONDS = 1.0
 #: The workers' backoff before a restart (after a hang): no jitter, two workers make no herd.
 WORKER_BACKOFF = Backoff(initial=1, maximum=8, jitter=0, reset_after=30)
 
+#: The flaky player's backoff before a restart.
+FLAKY_BACKOFF = Backoff(initial=1, maximum=8, reset_after=30)
+
+#: The web app's hello text, unless the configuration file says otherwise.
+HELLO = "hello from trio-orchestra"
+
 
 class Trouble:
     """The misbehaviour the web app asked of the workers: each is done by the next job taken."""
@@ -147,8 +166,15 @@ _TROUBLE_ANSWERS = {
 }
 
 
-async def hello(trouble: Trouble, scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
-    """A tiny ASGI app: every request gets a line of text after a short think.
+async def hello(
+    trouble: Trouble,
+    scope: dict[str, Any],
+    receive: _Receive,
+    send: _Send,
+    *,
+    greeting: str = HELLO,
+) -> None:
+    """A tiny ASGI app: every request gets a line of text, *greeting* first, after a think.
 
     ``/hang`` and ``/block`` also ask the next job for that *trouble* (see :class:`Trouble`).
     """
@@ -163,7 +189,7 @@ async def hello(trouble: Trouble, scope: dict[str, Any], receive: _Receive, send
         trouble.hangs += 1
     elif path == "/block":
         trouble.blocks += 1
-    text = _TROUBLE_ANSWERS.get(path, f"hello from trio-orchestra: you asked for {path}\n")
+    text = _TROUBLE_ANSWERS.get(path, f"{greeting}: you asked for {path}\n")
     body = text.encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -285,80 +311,163 @@ CACHE = textwrap.dedent(
 )
 
 
-def jobs_conductor(trouble: Trouble | None = None) -> Conductor:
-    """Build the demo's pool of job workers, a conductor named ``jobs``.
+#: The demo's configuration file as ``python -m trio_orchestra demo`` writes it: edit it and
+#: send ``SIGHUP`` (``kill -HUP <pid>``) to reload it.
+DEFAULT_CONFIG: dict[str, object] = {"workers": 2, "hello": HELLO}
 
-    Its players stop all at once (``stop_order="parallel"``): workers are peers, and one by
-    one, a worker would go on taking jobs while the one before it finishes. The workers have
-    a liveness; one found hung is stopped (its soft phase, then cancelled) and restarted
-    after :data:`WORKER_BACKOFF`, within the pool's restart intensity (the default: 5
-    restarts in 60 s). *trouble* is what the web app asks of them.
+#: The most job workers a configuration may ask for.
+MAX_WORKERS = 8
+
+
+@attrs.frozen
+class DemoConfig:
+    """What the configuration file sets: the number of job workers, the web app's hello text."""
+
+    workers: int = 2
+    hello: str = HELLO
+
+    @classmethod
+    def read(cls, path: Path) -> DemoConfig:
+        """The configuration in the JSON file *path*; ``ValueError`` (one sentence) if wrong."""
+        try:
+            found: object = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise _wrong(path, f" cannot be read: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise _wrong(path, f" is not JSON: {exc}") from None
+        if not isinstance(found, dict):
+            raise _wrong(path, f" must be a JSON object, like {json.dumps(DEFAULT_CONFIG)}")
+        config = cast("dict[str, object]", found)
+        unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+        if unknown:
+            raise _wrong(path, f" has unknown keys {unknown}; it sets 'workers' and 'hello'")
+        workers = config.get("workers", 2)
+        if type(workers) is not int or not 0 <= workers <= MAX_WORKERS:
+            raise _wrong(path, f": 'workers' must be 0 to {MAX_WORKERS}, not {workers!r}")
+        text = config.get("hello", HELLO)
+        if not isinstance(text, str) or not text or "\n" in text:
+            raise _wrong(path, f": 'hello' must be one line of text, not {text!r}")
+        return cls(workers=workers, hello=text)
+
+
+def _wrong(path: Path, why: str) -> ValueError:
+    return ValueError(f"the demo's configuration {path}{why}")
+
+
+class DemoTree:
+    """Build the demo's tree from its configuration; called again by each reload (``SIGHUP``).
+
+    A reload restarts only the players whose spec changed, and a spec is equal only when its
+    callable is the *same object* (its arguments and options equal). So everything a player
+    is given is made once, here, and reused by every later call: the job queue, the tally,
+    the trouble, the cache's process, the flaky player's random source, the web server of a
+    hello text, the pool of a number of workers. A new number of workers gives a new pool
+    conductor with the same options, which the update applies to the running pool: workers
+    added or removed, the others left alone. A new hello text gives a new web server: web is
+    restarted, on the socket it kept (no refused connection).
+
+    *config* is the JSON file to read on every call (``None``: :class:`DemoConfig`'s
+    defaults); *web* is where the web app listens.
     """
-    send, receive = trio.open_memory_channel[int](10)
-    tally = _Tally()
-    trouble = Trouble() if trouble is None else trouble
 
-    def a_worker(name: str, receive: trio.MemoryReceiveChannel[int]) -> PlayerSpec:
-        return PlayerSpec(
-            worker,
-            name,
-            receive,
-            tally,
-            trouble,
-            liveness=LIVENESS,
-            restart=Restart.ON_FAILURE,
-            backoff=WORKER_BACKOFF,
+    def __init__(
+        self,
+        web: str = "127.0.0.1:8000",
+        config: Path | None = None,
+        *,
+        trouble: Trouble | None = None,
+    ) -> None:
+        """Make what every tree shares; read nothing yet."""
+        self.web = web
+        self.config = config
+        self.trouble = Trouble() if trouble is None else trouble
+        self.tally = _Tally()
+        self.send, self.receive = trio.open_memory_channel[int](10)
+        self.cache = run_process([sys.executable, "-u", "-c", CACHE], ready_line=r"^cache: ready$")
+        self.report = every(30, report, self.tally, self.receive)
+        self.chance = random.Random()  # noqa: S311 - when a demo player fails, not cryptography
+        self._server: tuple[str, Callable[..., Awaitable[object]]] | None = None
+        self._pool: tuple[int, Conductor] | None = None
+
+    def __call__(self) -> Conductor:
+        """The tree for the configuration file as it is now (``ValueError`` if it is wrong)."""
+        return self.build(DemoConfig() if self.config is None else DemoConfig.read(self.config))
+
+    def server(self, text: str) -> Callable[..., Awaitable[object]]:
+        """The web server player for the hello *text*: the same object while *text* is."""
+        if self._server is None or self._server[0] != text:
+            app = functools.partial(hello, self.trouble, greeting=text)
+            self._server = (text, serve_asgi(app, bind=self.web))
+        return self._server[1]
+
+    def jobs(self, workers: int = 2) -> Conductor:
+        """The pool of *workers* job workers, a conductor named ``jobs``.
+
+        Its players stop all at once (``stop_order="parallel"``): workers are peers, and one
+        by one, a worker would go on taking jobs while the one before it finishes. The
+        workers have a liveness; one found hung is stopped (its soft phase, then cancelled)
+        and restarted after :data:`WORKER_BACKOFF`, within the pool's restart intensity (the
+        default: 5 restarts in 60 s). The same object while *workers* is the same.
+        """
+        if self._pool is not None and self._pool[0] == workers:
+            return self._pool[1]
+        players: dict[str, PlayerSpec] = {"queue-feeder": PlayerSpec(feeder, self.send)}
+        for n in range(1, workers + 1):
+            players[f"worker-{n}"] = PlayerSpec(
+                worker,
+                f"worker-{n}",
+                self.receive,  # shared: each job goes to one worker, whichever waits
+                self.tally,
+                self.trouble,
+                liveness=LIVENESS,
+                restart=Restart.ON_FAILURE,
+                backoff=WORKER_BACKOFF,
+            )
+        players["report"] = PlayerSpec(self.report)
+        pool = Conductor(players, name="jobs", grace=2 * JOB_SECONDS, stop_order="parallel")
+        self._pool = (workers, pool)
+        return pool
+
+    def build(self, config: DemoConfig) -> Conductor:
+        """The demo's tree, a graph, for *config*."""
+        return Conductor(
+            {
+                "db": PlayerSpec(database, after=(), grace=2),
+                "cache": PlayerSpec(self.cache, after=(), restart=Restart.ON_FAILURE, grace=3),
+                "jobs": PlayerSpec(self.jobs(config.workers), after=("db",)),
+                # rest_for_one: when cache fails, web is stopped first, and started again once
+                # cache is back (ON_FAILURE: a NEVER player would not be started again).
+                "web": PlayerSpec(
+                    self.server(config.hello),
+                    after=("db", "cache"),
+                    restart=Restart.ON_FAILURE,
+                    grace=5,
+                ),
+                # Nothing is after it, so it is in the first wave of a stop: its token is set
+                # in the very call that begins the tree's stop, and it cannot fail while the
+                # others are still stopping. It restarts alone, even under rest_for_one.
+                "flaky": PlayerSpec(
+                    flaky,
+                    self.chance,
+                    after=(),
+                    restart=Restart.ON_FAILURE,
+                    backoff=FLAKY_BACKOFF,
+                ),
+            },
+            name="demo",
+            strategy="rest_for_one",
+            max_restarts=10,
         )
 
-    return Conductor(
-        {
-            "queue-feeder": PlayerSpec(feeder, send),
-            "worker-1": a_worker("worker-1", receive),
-            "worker-2": a_worker("worker-2", receive.clone()),
-            "report": every(30, report, tally, receive),
-        },
-        name="jobs",
-        grace=2 * JOB_SECONDS,
-        stop_order="parallel",
-    )
+
+def jobs_conductor(trouble: Trouble | None = None, workers: int = 2) -> Conductor:
+    """Build the demo's pool of *workers* job workers alone (see :meth:`DemoTree.jobs`)."""
+    return DemoTree(trouble=trouble).jobs(workers)
 
 
-def demo_conductor(web: str = "127.0.0.1:8000") -> Conductor:
-    """Build the demo's tree, a graph; the web app listens on *web*."""
-    trouble = Trouble()
-    return Conductor(
-        {
-            "db": PlayerSpec(database, after=(), grace=2),
-            "cache": PlayerSpec(
-                run_process([sys.executable, "-u", "-c", CACHE], ready_line=r"^cache: ready$"),
-                after=(),
-                restart=Restart.ON_FAILURE,
-                grace=3,
-            ),
-            "jobs": PlayerSpec(jobs_conductor(trouble), after=("db",)),
-            # rest_for_one: when cache fails, web is stopped first, and started again once
-            # cache is back (ON_FAILURE: a NEVER player would not be started again).
-            "web": PlayerSpec(
-                serve_asgi(functools.partial(hello, trouble), bind=web),
-                after=("db", "cache"),
-                restart=Restart.ON_FAILURE,
-                grace=5,
-            ),
-            # Nothing is after it, so it is in the first wave of a stop: its token is set in
-            # the very call that begins the tree's stop, and it cannot fail while the others
-            # are still stopping. It restarts alone, even under rest_for_one.
-            "flaky": PlayerSpec(
-                flaky,
-                random.Random(),  # noqa: S311 - when a demo player fails, not cryptography
-                after=(),
-                restart=Restart.ON_FAILURE,
-                backoff=Backoff(initial=1, maximum=8, reset_after=30),
-            ),
-        },
-        name="demo",
-        strategy="rest_for_one",
-        max_restarts=10,
-    )
+def demo_conductor(web: str = "127.0.0.1:8000", config: DemoConfig | None = None) -> Conductor:
+    """Build the demo's tree, a graph, once; the web app listens on *web*."""
+    return DemoTree(web).build(DemoConfig() if config is None else config)
 
 
 _BANNER = """\
@@ -367,10 +476,11 @@ trio-orchestra demo: db and cache, then jobs (after db) and web (after both), an
                waits in backoff, or draining), /metrics (Prometheus), /tasks (where each waits)
   web app      {web}  /hang: a worker hangs (its liveness finds it);
                /block: a worker blocks the event loop (blocked_after names it)
+  reload       edit {config} (workers, hello), then kill -HUP {pid}
   tree dump    kill -USR1 {pid}  logs the tree, each player with where it waits
   live view    `python -m trio_orchestra top` (or `nox -s top`), in a second terminal
-Ctrl-C once: {drain:g} s of draining (/readyz 503), then a graceful stop, dependents first.
-Ctrl-C again to end the drain at once, a third time to skip the grace periods.
+Ctrl-C once: {drain:g} s of draining (/readyz 503), then a graceful stop, dependents first;
+again to end the drain at once, a third time to skip the grace periods.
 """
 
 
@@ -382,10 +492,18 @@ def _url(address: str) -> str:
     return f"http://{where}:PORT/ (port 0: the log says which)"
 
 
-def banner(web: str, health: str, pid: int | None = None) -> str:
-    """The few lines the demo prints first: where to look, and how to stop it.
+def banner(web: str, health: str, config: Path | str, pid: int | None = None) -> str:
+    """The few lines the demo prints first: where to look, what to reload, how to stop it.
 
-    *pid* is the process to send ``SIGUSR1`` to (default: this one).
+    *config* is its configuration file; *pid* is the process to send ``SIGHUP`` and
+    ``SIGUSR1`` to (default: this one).
     """
     pid = os.getpid() if pid is None else pid
-    return _BANNER.format(page=_url(health), web=_url(web), drain=DRAIN, pid=pid)
+    return _BANNER.format(page=_url(health), web=_url(web), config=config, drain=DRAIN, pid=pid)
+
+
+def write_config(path: Path, config: DemoConfig | None = None) -> None:
+    """Write *config* (default: the defaults) to *path* as the JSON the demo reads."""
+    config = DemoConfig() if config is None else config
+    text = json.dumps({"workers": config.workers, "hello": config.hello}, indent=2)
+    path.write_text(text + "\n", encoding="utf-8")
