@@ -503,6 +503,8 @@ async def test_an_exit_before_it_is_ready_fails_the_start(
     error = caught.value.failures["app/sidecar"]
     assert isinstance(error, subprocess.CalledProcessError)
     assert (error.returncode, error.cmd, error.stderr) == (code, command, "bad config")
+    said = "exited with status 0 before it was ready" if code == 0 else "non-zero exit status 3"
+    assert said in str(error)
     assert getattr(error, "__notes__", []) == [
         f"player 'app/sidecar' exited with status {code} before it was ready ({missing})",
         "raised in player 'app/sidecar'",

@@ -33,7 +33,7 @@ import trio
 
 from ._checks import MAX_PORT
 from ._errors import add_note
-from ._stop import StopToken, _locate, current_path, stop_or_never
+from ._stop import StopToken, current_path, in_own_task, stop_or_never
 
 __all__ = ["run_process"]
 
@@ -510,13 +510,24 @@ def _exit_error(  # noqa: PLR0913 - the exit and what it means
     assert code is not None  # noqa: S101 - waited for
     stderr = "\n".join(tail) or None
     if not ready:  # nobody asked it to stop: an exit before it is ready fails the start
-        error = subprocess.CalledProcessError(code, process.args, stderr=stderr)
+        kind = _ExitBeforeReady if code == 0 else subprocess.CalledProcessError
+        error = kind(code, process.args, stderr=stderr)
         missing = readiness.missing if readiness is not None else "?"
         add_note(error, f"player {path!r} {_exit_status(code)} before it was ready ({missing})")
         return error
     if code == 0 or (terminated and code in _ORDERLY_AFTER_SIGTERM):
         return None
     return subprocess.CalledProcessError(code, process.args, stderr=stderr)
+
+
+class _ExitBeforeReady(subprocess.CalledProcessError):
+    """A ``CalledProcessError`` for a child that exited with 0 before it was ready.
+
+    Its own message: the standard one would say "returned non-zero exit status 0".
+    """
+
+    def __str__(self) -> str:
+        return f"Command {self.cmd!r} exited with status 0 before it was ready"
 
 
 def _check_level(value: object, what: str, where: str) -> int:
@@ -755,7 +766,7 @@ def run_process(  # noqa: PLR0913 - keyword-only options, each documented
         *, task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED
     ) -> None:
         stop = stop_or_never()  # subscribed before spawning: a stop comes as SIGTERM
-        own = _locate()[1]
+        own = in_own_task()
         path = current_path("run_process")
         readiness = settings.readiness
         waiter: _Waiter | None = None

@@ -68,6 +68,11 @@ def _locate() -> tuple[_TokenOwner | None, bool]:
         own = False
 
 
+def in_own_task() -> bool:
+    """Whether this code runs in a player's own task (not in a task it spawned)."""
+    return _locate()[1]
+
+
 def current_path(default: str) -> str:
     """The full path of the player running this code, or *default* outside a conductor."""
     owner = current_owner()
