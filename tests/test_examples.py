@@ -121,7 +121,8 @@ def test_the_deployment_files_agree_with_service_py_on_every_limit_of_the_stop()
     assert service.DRAIN + budget <= service.STOP_WITHIN
     assert service.STOP_WITHIN + HARD_PHASE_MARGIN <= service.FORCE_EXIT_AFTER
     unit = (DEPLOY / "service.service").read_text()
-    assert "Type=notify" in unit
+    assert re.search(r"^Type=notify-reload$", unit, re.MULTILINE)  # SIGHUP reloads service.py
+    assert re.search(r"^Environment=.* CONFIG=/etc/service/config\.json$", unit, re.MULTILINE)
     assert re.search(r"^WatchdogSec=\d+$", unit, re.MULTILINE)
     stop = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)
     assert stop is not None
@@ -137,6 +138,9 @@ def test_the_deployment_files_agree_with_service_py_on_every_limit_of_the_stop()
         assert stated(text, "force_exit_after") == service.FORCE_EXIT_AFTER
         assert stated(text, outside) == int(kill.group(1))
     assert "readinessProbe:\n            httpGet: {path: /readyz, port: health}" in deployment
+    assert '  config.json: |\n    {"workers": 2}\n' in deployment  # the ConfigMap
+    assert "- name: CONFIG\n              value: /etc/service/config.json\n" in deployment
+    assert "mountPath: /etc/service\n" in deployment
     assert "livenessProbe:\n            httpGet: {path: /livez, port: health}" in deployment
 
 
@@ -172,21 +176,24 @@ def test_systemd_analyze_rates_the_unit_ok_or_better() -> None:
     assert float(overall.group(1)) < 5.0, result.stdout
 
 
-def test_the_service_is_ready_for_systemd_drains_then_stops_its_workers_on_sigterm(
+def test_the_service_is_ready_for_systemd_reloads_then_drains_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
-    """service.py as systemd runs it: READY=1, /readyz 200; SIGTERM: a drain, then the stop.
+    """service.py as systemd runs it: READY=1, /readyz 200; SIGHUP: a third worker; SIGTERM.
 
-    The drain is 5 s of /readyz 503 and ``STATUS=draining``; then each worker stops, the
-    database after the web app and the workers, and the program exits 0.
+    The reload is ``RELOADING=1`` then ``READY=1`` (``Type=notify-reload``): worker-2 starts,
+    nothing else restarts. The drain is 5 s of /readyz 503 and ``STATUS=draining``; then each
+    worker stops, the database after the web app and the workers, and the program exits 0.
     """
     manager = Manager(str(tmp_path / "notify"))
+    config = tmp_path / "config.json"
+    config.write_text('{"workers": 2}')
     env = {
         **os.environ,
         "NOTIFY_SOCKET": str(tmp_path / "notify"),
         "WEB": "127.0.0.1:0",
         "HEALTH": "127.0.0.1:0",
-        "WORKERS": "2",
+        "CONFIG": str(config),
     }
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and example
         [sys.executable, str(EXAMPLES / "service.py")],
@@ -204,6 +211,20 @@ def test_the_service_is_ready_for_systemd_drains_then_stops_its_workers_on_sigte
                 health = line.split("health endpoint on ")[1].strip()
                 break
         assert readyz(health) == (200, "ready\n")
+        config.write_text('{"workers": 3}')
+        manager.received.clear()
+        process.send_signal(signal.SIGHUP)
+        manager.wait_for("RELOADING=1")
+        manager.wait_for("READY=1")
+        reload: list[str] = []
+        for line in process.stderr:
+            reload.append(line)
+            if "player service/workers/worker-2 started" in line:
+                break
+        assert "INFO trio_orchestra: conductor service updating: updates workers\n" in reload
+        assert "INFO trio_orchestra: conductor service/workers updating: adds worker-2\n" in reload
+        assert not [line for line in reload if "stopping" in line], reload  # nothing restarted
+        assert readyz(health) == (200, "ready\n")
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         manager.wait_for("STATUS=draining for 5 s: received SIGTERM")
@@ -217,6 +238,7 @@ def test_the_service_is_ready_for_systemd_drains_then_stops_its_workers_on_sigte
         assert process.returncode == 0, err
         assert "worker-0 stdout: worker-0: stopped after" in err
         assert "worker-1 stdout: worker-1: stopped after" in err
+        assert "worker-2 stdout: worker-2: stopped after" in err
         assert err.index("player service/workers stopped") < err.index("database pool closed")
         assert err.index("player service/web stopped") < err.index("database pool closed")
     finally:
@@ -309,3 +331,22 @@ def test_the_liveness_example_as_a_program_logs_the_hang_dumps_its_tree_and_stop
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+async def test_the_reload_example_updates_at_its_exact_times(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """reload.py prints reload_output.txt: version 2 applied in order, version 3's web put back.
+
+    At 5: old removed (0.5 s), cache added (2 s), web restarted (0.5 s + 0.5 s), db left
+    alone. At 10: web's new spec fails at 11; its old one is ready again at 11.5.
+    """
+    example = load("reload")
+    conductor = await example.main()
+    assert timeline(capsys.readouterr().out.splitlines()) == timeline(
+        (EXAMPLES / "reload_output.txt").read_text(encoding="utf-8").splitlines()
+    )
+    assert trio.current_time() == 16
+    assert conductor.players == example.VERSION_2  # the failed update left the declaration
+    nodes = conductor.status().children
+    assert {name: node.restarts for name, node in nodes.items()} == {"db": 0, "cache": 0, "web": 0}
