@@ -2315,9 +2315,13 @@ class Conductor:
             if deadline <= now:
                 return True
         if logger.isEnabledFor(_INFO):
+            # Why, when it is not the tree's own stop (said once, by the root): a group
+            # restart, a removal, a restart, an update, a hang.
+            why = f" ({reason})" if reason and reason != self._stop_reason else ""
             logger.info(
-                "player %s stopping, with %.3g s to finish",
+                "player %s stopping%s, with %.3g s to finish",
                 slot.path,
+                why,
                 deadline - now,
                 extra={"path": slot.path},
             )
