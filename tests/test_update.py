@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import pytest
@@ -348,3 +349,20 @@ async def test_an_update_to_no_players_ends_a_conductor_that_had_some(
         await run.conductor.update({})
         assert await run.wait_stopped() is None
         assert trio.current_time() == 2
+
+
+async def test_the_log_says_what_the_update_changes_and_why_a_player_stops(
+    autojump_clock: trio.testing.MockClock, journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line before, one after, path by path; a changed player's stop says why."""
+    a = spec(journal, "a")
+    conductor = orchestra.Conductor({"a": a, "old": spec(journal, "old")}, name="app")
+    async with background(conductor) as run:
+        with caplog.at_level(logging.INFO, logger="trio_orchestra"):
+            await run.conductor.update({"a": spec(journal, "a", 1, 1, grace=9)})
+        assert await run.stop() is None
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == "conductor app updating: removes old; restarts a (fn, grace)"
+    assert "player app/old stopping (removed by an update), with 5 s to finish" in said
+    assert "player app/a stopping (its spec changed in an update), with 5 s to finish" in said
+    assert said[-1] == "conductor app updated: removes old; restarts a (fn, grace)"
