@@ -226,3 +226,46 @@ def test_a_factory_is_checked_before_anything_runs() -> None:
         TypeError, match=r"^the reload factory .*<lambda> returned a int, not a Conductor$"
     ):
         first_conductor(lambda: 3)
+
+
+async def test_a_reload_waits_for_a_group_restart_in_progress(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """rest_for_one, flaky in its 5 s backoff: the reload waits for it, then updates."""
+    from trio_orchestra._reload import Reloader  # noqa: PLC0415 - the runner's own part
+    from trio_orchestra.testing import background  # noqa: PLC0415
+
+    runs = 0
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise OSError("hung up")
+        await trio.sleep_forever()
+
+    async def worker() -> None:
+        await trio.sleep_forever()
+
+    backoff = orchestra.Backoff(initial=5, maximum=5, jitter=0)
+    players: dict[str, orchestra.PlayerSpec] = {
+        "flaky": orchestra.PlayerSpec(flaky, restart="on_failure", backoff=backoff)
+    }
+
+    def factory() -> orchestra.Conductor:
+        return orchestra.Conductor(players, name="app", strategy="rest_for_one")
+
+    conductor = factory()
+    reloader = Reloader(factory, conductor)
+    async with background(conductor) as run, trio.open_nursery() as nursery:
+        nursery.start_soon(reloader.run)
+        await trio.sleep(1)  # flaky failed at 0: its group restarts it at 5
+        players["worker"] = orchestra.PlayerSpec(worker)
+        reloader.request("test")
+        with trio.fail_after(10):
+            while reloader.last is None:  # noqa: ASYNC110 - the reloader's outcome
+                await trio.sleep(0.1)
+        assert reloader.last["ok"] is True
+        assert 5 <= reloader.last["time"] < 6  # type: ignore[operator]
+        assert list(run.conductor.status().children) == ["flaky", "worker"]
+        nursery.cancel_scope.cancel()

@@ -35,6 +35,10 @@ logger = library_logger()
 
 #: The signal that reloads, where the platform has it.
 RELOAD_SIGNAL: int | None = getattr(signal, "SIGHUP", None)
+#: How long a reload waits for a group restart in progress to end before trying anyway, and
+#: how often it looks.
+GROUP_WAIT = 60.0
+_GROUP_POLL = 0.1
 #: Failures whose one sentence says it all: no traceback in the log.
 _SAID = (UpdateError, ValueError, TypeError, RuntimeError)
 
@@ -48,6 +52,10 @@ def _made_by(factory: Callable[[], object]) -> Conductor:
         )
         raise TypeError(msg)
     return made
+
+
+def _restarting_a_group(conductor: Conductor) -> bool:
+    return conductor._group is not None
 
 
 def first_conductor(factory: object) -> Conductor:
@@ -125,6 +133,23 @@ class Reloader:
                 why, self._pending = self._pending, None
                 await self._reload(why)
 
+    async def _group_restart_done(self) -> None:
+        """Wait (up to :data:`GROUP_WAIT`) while the root restarts a group of players.
+
+        An update is refused during a group restart (``rest_for_one``, ``one_for_all``), which
+        lasts its failed player's backoff: a reload waits for it rather than fail.
+        """
+        conductor = self._conductor
+        if not _restarting_a_group(conductor):
+            return
+        logger.info(
+            "the reload waits for the group restart in progress to end",
+            extra={"path": conductor.path},
+        )
+        with trio.move_on_after(GROUP_WAIT):
+            while _restarting_a_group(conductor):  # noqa: ASYNC110 - the conductor has no event
+                await trio.sleep(_GROUP_POLL)
+
     async def _reload(self, why: str) -> None:
         conductor = self._conductor
         self.reloads += 1
@@ -147,6 +172,7 @@ class Reloader:
                     " a reload changes the players only: restart the program to change them",
                     extra={"path": conductor.path},
                 )
+            await self._group_restart_done()
             await conductor.update(new.players)
         except Exception as exc:
             error = exc

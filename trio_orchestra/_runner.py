@@ -391,7 +391,7 @@ async def _operated(  # noqa: C901 - one place sets up and tears down the tasks 
 
 
 async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each documented
-    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]],
+    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]] | Callable[[], Conductor],
     *signals: int,
     health: str | None = None,
     stop_within: float | None = None,
@@ -523,7 +523,7 @@ def _report_failure(error: ConductorError, stream: TextIO) -> None:
 
 
 def run(  # noqa: PLR0913 - keyword-only options, each documented
-    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]],
+    player: Conductor | PlayerSpec | Callable[..., Awaitable[object]] | Callable[[], Conductor],
     *,
     signals: Sequence[int] = _DEFAULT_SIGNALS,
     force_exit_after: float | None = None,
