@@ -256,7 +256,7 @@ class UpdateError(Exception):
 
     The tree keeps running: the changes before that player were made, that player has its old
     spec back (its old run started again), and the changes after it were not made. The
-    failure is ``cause`` (also ``__cause__``).
+    failure is ``cause`` (and ``__cause__``, as it is raised from it).
 
     Example::
 
@@ -270,7 +270,6 @@ class UpdateError(Exception):
         super().__init__(path, cause)
         self.path = path
         self.cause = cause
-        self.__cause__ = cause
 
     def __str__(self) -> str:
         text = str(self.cause)
