@@ -56,10 +56,10 @@ EXIT_STUCK = 70
 _DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: The signal that logs the tree, where the platform has it.
 _DUMP_SIGNAL: int | None = getattr(signal, "SIGUSR1", None)
-
-logger = library_logger()
 #: How long the runner waits, after the tree returned, for systemd's last notifications.
 _NOTIFY_CLOSE_SECONDS = 1.0
+
+logger = library_logger()
 
 
 def as_conductor(
