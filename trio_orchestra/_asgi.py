@@ -27,7 +27,7 @@ import trio
 
 from ._checks import check_time, check_type, parse_address
 from ._errors import lone_error
-from ._handoff import claim, keep, will_run_again
+from ._handoff import claim, close_all, keep, will_run_again
 from ._spec import describe
 from ._stop import current_path, stop_or_never
 
@@ -273,7 +273,7 @@ def serve_asgi(
             # shutdown. The cut is set once, from the deadline the stop came with.
             await stop.wait()
             if not will_run_again():  # a stop for good: refuse new connections now
-                _close(originals)
+                close_all(originals)
             share = lifespan_share if watched.shutdown_to_come else 0.0
             left = stop.deadline - trio.current_time()
             settings.graceful_timeout = requests_time(left, share)
@@ -298,20 +298,15 @@ def serve_asgi(
             if lone is None:
                 raise
         finally:
-            _close(sockets)  # closed by hypercorn when it served; here in any case
+            close_all(sockets)  # closed by hypercorn when it served; here in any case
             if originals[0].fileno() != -1 and not keep(key, originals):  # for the next run
-                _close(originals)
+                close_all(originals)
         if lone is not None:
             raise lone  # out of the except clause: its own cause and context stay as they were
 
     key = f"serve_asgi {bind}"
     serve_asgi.__qualname__ = f"serve_asgi({describe(app)}, {bind})"
     return serve_asgi
-
-
-def _close(sockets: list[socket.socket]) -> None:
-    for sock in sockets:
-        sock.close()
 
 
 def _use_sockets(settings: hypercorn.config.Config, sockets: list[socket.socket]) -> None:

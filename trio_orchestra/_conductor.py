@@ -63,7 +63,7 @@ from ._errors import (
     add_note,
     path_note,
 )
-from ._handoff import Closable
+from ._handoff import Closable, close_all
 from ._lifecycle import PlayerState, move
 from ._liveness import Watch, begin_run, no_pulse
 from ._logging import library_logger
@@ -1760,13 +1760,14 @@ class Conductor:
             self._restart(slot, failure)
         else:
             self._end_for_good(slot, failure)
-        self._gone_from_wave(slot)
+        self._after_exit(slot)
         self._maybe_done()
 
-    def _gone_from_wave(self, slot: _Slot) -> None:
-        """Whoever it was, the stop in progress may now go on to what it was after.
+    def _after_exit(self, slot: _Slot) -> None:
+        """What any end of a run lets go on: its kept sockets closed, the stop in progress.
 
-        And the sockets it kept are closed, unless it runs again (see :mod:`._handoff`).
+        The sockets it kept are closed unless it runs again (see :mod:`._handoff`); whoever it
+        was, the stop in progress may now go on to what it was after.
         """
         if self._kept and slot.state is not _S.STARTING and not self._will_run_again(slot):
             self._close_kept(slot)
@@ -2460,8 +2461,7 @@ class Conductor:
 
     def _close_kept(self, slot: _Slot) -> None:
         for sockets in self._kept.pop(slot, {}).values():
-            for sock in sockets:
-                sock.close()
+            close_all(sockets)
 
     def _arm_check(self) -> None:
         """The next liveness check came sooner: wake up for it."""

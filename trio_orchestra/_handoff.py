@@ -17,12 +17,12 @@ new port), or when it will not run again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from ._stop import current_owner
 
-__all__ = ["Closable", "claim", "keep", "will_run_again"]
+__all__ = ["Closable", "claim", "close_all", "keep", "will_run_again"]
 
 
 class Closable(Protocol):
@@ -47,6 +47,12 @@ class _Owner(Protocol):
 def _owner() -> _Owner | None:
     owner = current_owner()
     return owner if owner is not None and hasattr(owner, "conductor") else None  # type: ignore[return-value]
+
+
+def close_all(sockets: Iterable[Closable]) -> None:
+    """Close each of *sockets*."""
+    for sock in sockets:
+        sock.close()
 
 
 def claim(key: str) -> Sequence[Closable] | None:

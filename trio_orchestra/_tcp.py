@@ -10,14 +10,14 @@ sockets open instead (see :mod:`._handoff`), so the next run accepts what came i
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import trio
 
 from ._checks import MAX_PORT, check_type
 from ._errors import lone_error
-from ._handoff import claim, keep, will_run_again
+from ._handoff import claim, close_all, keep, will_run_again
 from ._spec import check_async_callable, describe
 from ._stop import current_path, stop_or_never
 
@@ -95,7 +95,7 @@ def serve_tcp(
                 with stop.soft_scope():
                     await trio.serve_listeners(handler, listeners, handler_nursery=connections)
                 if not will_run_again():  # a stop for good: refuse new connections now
-                    _close(originals)
+                    close_all(originals)
         except BaseExceptionGroup as group:
             # One handler's error is the failure itself, as a plain player would raise it (the
             # nursery may add the Cancelled of the accept loop it tore down for it).
@@ -103,9 +103,9 @@ def serve_tcp(
             if error is None:
                 raise
         finally:
-            _close(listener.socket for listener in listeners)
+            close_all(listener.socket for listener in listeners)
             if originals[0].fileno() != -1 and not keep(key, originals):  # kept for the next run
-                _close(originals)
+                close_all(originals)
         if error is not None:
             raise error  # out of the except clause: its own cause and context stay as they were
 
@@ -123,8 +123,3 @@ def _check_arguments(handler: object, port: object, host: object) -> None:
         raise ValueError(msg)
     if host is not None:
         check_type(host, str, "serve_tcp: the host", "a str or None")
-
-
-def _close(sockets: Iterable[trio.socket.SocketType]) -> None:
-    for sock in sockets:
-        sock.close()
