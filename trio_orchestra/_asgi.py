@@ -1,4 +1,4 @@
-"""An ASGI server player: ``serve_asgi(app)`` over :func:`hypercorn.trio.serve`.
+"""An ASGI server player: ``serve_asgi(app)``, hypercorn's HTTP with our own accept loop.
 
 Why this module: a web application is the player whose stop most needs to be graceful. Ready
 means bound, so the players after it start only once requests are accepted; the soft phase is
@@ -6,11 +6,12 @@ hypercorn's own graceful shutdown (stop accepting, let the requests in flight fi
 the app's lifespan shutdown), bounded by the player's grace; the hard phase cancels what is
 left. The grace is shared, so that the lifespan shutdown (where apps close their pools) gets its
 turn even when a request outlasts the grace: at the stop, hypercorn's ``graceful_timeout`` on
-our copy of the config is set to the requests' part, after which hypercorn cancels them and
-runs the lifespan shutdown in the part kept for it. The sockets are bound here, not by
+our copy of the config is set to the requests' part, after which the requests are cancelled and
+the lifespan shutdown runs in the part kept for it. The sockets are bound here, not by
 hypercorn, so that a bad or busy address fails the start with one plain error naming the
 player, and no socket is left open behind it. A stop for a restart keeps the socket open and
-hands it to the next run (see :mod:`._handoff`): hypercorn serves a duplicate of it.
+hands it to the next run (see :mod:`._handoff`), with the connections accepted that had sent
+nothing yet; the worker of :mod:`._hypercorn` serves a duplicate of it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
 
 if TYPE_CHECKING:  # hypercorn is an optional extra, imported when a player starts
     import hypercorn.config
+
+    from ._hypercorn import Worker
 
 __all__ = ["serve_asgi"]
 
@@ -127,15 +130,12 @@ def _check_app(app: object) -> None:
         raise TypeError(msg)
 
 
-def _import_hypercorn(
-    player: str,
-) -> tuple[type[hypercorn.config.Config], Callable[..., Awaitable[None]]]:
+def _import_hypercorn(player: str) -> tuple[type[hypercorn.config.Config], type[Worker]]:
     """Import hypercorn, the optional ``asgi`` extra, or say how to install it."""
     try:
         from hypercorn.config import Config  # noqa: PLC0415 - an optional extra, imported late
 
-        # hypercorn's WSGI type has a bare dict in it: pyright calls serve partly unknown.
-        from hypercorn.trio import serve  # noqa: PLC0415  # pyright: ignore[reportUnknownVariableType]
+        from ._hypercorn import Worker  # noqa: PLC0415 - on hypercorn, so imported late too
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.partition(".")[0] != "hypercorn":
             raise  # hypercorn is there, but broken: its own error says more
@@ -144,7 +144,7 @@ def _import_hypercorn(
             " install it with pip install 'trio-orchestra[asgi]'"
         )
         raise ModuleNotFoundError(msg, name=exc.name) from exc
-    return Config, cast("Callable[..., Awaitable[None]]", serve)
+    return Config, Worker
 
 
 def _settings(
@@ -175,9 +175,10 @@ def serve_asgi(
 ) -> Callable[..., Awaitable[None]]:
     """Return a player that serves the ASGI application *app* with hypercorn.
 
-    The player runs :func:`hypercorn.trio.serve` (the optional extra ``asgi``:
-    ``pip install 'trio-orchestra[asgi]'``; hypercorn is imported when the player starts).
-    It:
+    The player serves each connection with hypercorn's own HTTP/1, HTTP/2 and WebSocket
+    handling, as :func:`hypercorn.trio.serve` does, from an accept loop of its own (the
+    optional extra ``asgi``: ``pip install 'trio-orchestra[asgi]'``; hypercorn is imported
+    when the player starts). It:
 
     * is started once its sockets are bound and listening, after the application's lifespan
       startup; its started value is the list of addresses hypercorn reports, such as
@@ -205,7 +206,11 @@ def serve_asgi(
       its restart policy), keeps its listening socket open: the old run stops accepting and
       finishes its requests in flight as on any stop, new connections wait in the socket's
       backlog, and the next run serves them, on the same port. No connection is refused
-      during a restart.
+      during a restart, and no request is lost at its instant: a connection goes to
+      hypercorn only once it has bytes to read, those accepted that have sent nothing yet
+      go to the next run, and idle connections are closed only once hypercorn has read the
+      first bytes of every connection it was given (a keep-alive connection idle at the
+      stop is closed, as any HTTP/1.1 server closes it).
 
     Args:
         app: the ASGI 3 application, ``await app(scope, receive, send)``.
@@ -259,72 +264,56 @@ def serve_asgi(
     ) -> None:
         stop = stop_or_never()  # first: no stop can come before the subscription
         player = current_path("serve_asgi")
-        config_class, serve = _import_hypercorn(player)
+        config_class, worker_class = _import_hypercorn(player)
         settings = _settings(config_class, config, player)
         host, port = parse_address(bind, f"player {player!r}: bind")
         watched = _Watched(app)
 
         kept = cast("list[socket.socket] | None", claim(key))
-        originals = kept if kept is not None else [await _listen(bind, host, port, player)]
+        waiting = cast("list[trio.socket.SocketType]", claim(waiting_key) or [])
+        try:
+            originals = kept if kept is not None else [await _listen(bind, host, port, player)]
+        except BaseException:
+            close_all(waiting)
+            raise
 
-        async def shutdown_trigger() -> None:
-            # hypercorn, once this returns: stops accepting, closes idle connections, gives
+        async def shutdown() -> bool:
+            # Once this returns, the worker stops accepting, closes idle connections, gives
             # the requests in flight graceful_timeout (read now), then runs the lifespan
             # shutdown. The cut is set once, from the deadline the stop came with.
             await stop.wait()
-            if not will_run_again():  # a stop for good: refuse new connections now
+            again = will_run_again()
+            if not again:  # a stop for good: refuse new connections now
                 close_all(originals)
             share = lifespan_share if watched.shutdown_to_come else 0.0
             left = stop.deadline - trio.current_time()
             settings.graceful_timeout = requests_time(left, share)
+            return again
 
-        sockets: list[socket.socket] = []  # what hypercorn serves and closes: duplicates
+        settings.bind = []  # we bound the socket: hypercorn binds the rest (see _listen)
+        settings.graceful_timeout = math.inf  # until the stop says how long (above)
+        sockets: list[socket.socket] = []  # what the worker serves and closes: duplicates
+        worker = worker_class(watched, settings)
         lone: BaseException | None = None
         try:
             sockets.extend(sock.dup() for sock in originals)
-            _use_sockets(settings, sockets)
-            settings.graceful_timeout = math.inf  # until the stop says how long (above)
-            await serve(
-                watched,
-                settings,
-                shutdown_trigger=shutdown_trigger,
-                task_status=task_status,
-                mode="asgi",
-            )
+            await worker.serve(sockets, waiting, shutdown, task_status=task_status)
         except BaseExceptionGroup as group:
-            # hypercorn nests its errors three nursery groups deep: one error is raised as
-            # itself, as a plain player would raise it.
+            # The worker's errors come out of its nurseries: one error is raised as itself,
+            # as a plain player would raise it.
             lone = lone_error(group)
             if lone is None:
                 raise
         finally:
-            close_all(sockets)  # closed by hypercorn when it served; here in any case
+            close_all(sockets)  # closed by the worker when it served; here in any case
             if originals[0].fileno() != -1 and not keep(key, originals):  # for the next run
                 close_all(originals)
+            if worker.left and not keep(waiting_key, worker.left):
+                close_all(worker.left)
         if lone is not None:
             raise lone  # out of the except clause: its own cause and context stay as they were
 
     key = f"serve_asgi {bind}"
+    waiting_key = f"{key} waiting"  # accepted connections that had sent nothing yet
     serve_asgi.__qualname__ = f"serve_asgi({describe(app)}, {bind})"
     return serve_asgi
-
-
-def _use_sockets(settings: hypercorn.config.Config, sockets: list[socket.socket]) -> None:
-    """Make hypercorn serve our bound *sockets* instead of binding ``settings.bind`` itself.
-
-    hypercorn binds inside ``serve``, where a failed bind leaves its socket open and comes
-    out three nursery groups deep; binding first gives plain errors, and we close what we
-    opened. ``settings`` is our own copy, so replacing its method touches nobody else.
-    """
-    create_sockets = settings.create_sockets
-    settings.bind = []  # hypercorn binds the rest (with TLS: insecure_bind, quic_bind)
-
-    def create_ours() -> hypercorn.config.Sockets:
-        created = create_sockets()
-        if settings.ssl_enabled:  # with TLS, hypercorn's bind is the list of secure sockets
-            created.secure_sockets = [*sockets, *created.secure_sockets]
-        else:
-            created.insecure_sockets = [*sockets, *created.insecure_sockets]
-        return created
-
-    settings.create_sockets = create_ours  # type: ignore[method-assign]
