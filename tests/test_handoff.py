@@ -343,3 +343,85 @@ def _free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def h2_client() -> Any:  # noqa: ANN401 - h2 comes with hypercorn, imported only here
+    """An HTTP/2 client connection (prior knowledge, no TLS), its preface ready to send."""
+    h2_connection = pytest.importorskip("h2.connection")
+    h2_config = pytest.importorskip("h2.config")
+    client = h2_connection.H2Connection(h2_config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    return client
+
+
+async def h2_get(stream: trio.SocketStream, client: Any) -> tuple[str, bytes]:  # noqa: ANN401
+    """Send GET / as stream 1 on *client*; the status and the body of its answer."""
+    events = pytest.importorskip("h2.events")
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")]
+    client.send_headers(1, headers, end_stream=True)
+    await stream.send_all(client.data_to_send())
+    status, body = "", b""
+    with trio.fail_after(SECONDS):
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return status, body  # closed
+            for event in client.receive_data(data):
+                if isinstance(event, events.ResponseReceived):
+                    status = dict(event.headers)[b":status"].decode()
+                elif isinstance(event, events.DataReceived):
+                    body += event.data
+                elif isinstance(event, events.StreamEnded):
+                    return status, body
+            await stream.send_all(client.data_to_send())
+
+
+async def test_an_http2_request_after_its_preface_is_answered_through_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The preface came before the stop, the request after: the old run waits for it."""
+    pytest.importorskip("hypercorn")
+    port = _free_port()
+    conductor = orchestra.Conductor({"web": asgi_web(answering(b"old"), port)}, name="app")
+    async with background(conductor) as run:
+        stream = await trio.open_tcp_stream(HOST, port)
+        client = h2_client()
+        await stream.send_all(client.data_to_send())
+        await trio.testing.wait_all_tasks_blocked()  # hypercorn has the preface, no request
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run.conductor.restart, "web")
+            await trio.testing.wait_all_tasks_blocked()  # the stop waits for a first request
+            assert await h2_get(stream, client) == ("200", b"old")
+        await stream.aclose()
+        await run.stop()
+
+
+@pytest.mark.parametrize("completed_after", [0.5, None])
+async def test_a_request_begun_before_a_restart_has_the_first_request_wait_to_end(
+    autojump_clock: trio.testing.MockClock, completed_after: float | None
+) -> None:
+    """Half a request line before the stop: the stop waits FIRST_REQUEST_WAIT for the rest.
+
+    Completed within it, the old run answers it; never completed, it is closed then, no sooner.
+    """
+    pytest.importorskip("hypercorn")
+    from trio_orchestra._hypercorn import FIRST_REQUEST_WAIT  # noqa: PLC0415 - on hypercorn
+
+    port = _free_port()
+    conductor = orchestra.Conductor({"web": asgi_web(answering(b"old"), port)}, name="app")
+    async with background(conductor) as run:
+        stream = await trio.open_tcp_stream(HOST, port)
+        await stream.send_all(GET[:10])
+        await trio.testing.wait_all_tasks_blocked()  # hypercorn has read it: no request yet
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run.conductor.restart, "web")
+            if completed_after is None:
+                assert await read_all(stream) == b""  # closed without an answer
+                assert trio.current_time() == began + FIRST_REQUEST_WAIT
+            else:
+                await trio.sleep(completed_after)
+                await stream.send_all(GET[10:])
+                assert (await read_all(stream)).endswith(b"\r\n\r\nold")
+        await stream.aclose()
+        await run.stop()

@@ -208,9 +208,10 @@ def serve_asgi(
       backlog, and the next run serves them, on the same port. No connection is refused
       during a restart, and no request is lost at its instant: a connection goes to
       hypercorn only once it has bytes to read, those accepted that have sent nothing yet
-      go to the next run, and idle connections are closed only once hypercorn has read the
-      first bytes of every connection it was given (a keep-alive connection idle at the
-      stop is closed, as any HTTP/1.1 server closes it).
+      go to the next run, and idle connections are closed only once every connection
+      hypercorn was given has begun a request (waiting 1 s at most for one that sent part
+      of a request). A keep-alive connection idle at the stop is closed, as any HTTP/1.1
+      server closes it.
 
     Args:
         app: the ASGI 3 application, ``await app(scope, receive, send)``.

@@ -10,11 +10,12 @@ that is the one failure left (DESIGN s. 12 and 14 ask for none). So the accept l
   ``TCP_DEFER_ACCEPT`` does in the kernel); until then it is *waiting*;
 * at the stop, accepting ends first; the waiting connections are handed back to the caller
   (who leaves them to the next run, with the listening socket) or, on a stop for good, closed;
-* only then, once every connection hypercorn was given has read its first bytes (within the
-  requests' time), is hypercorn told that the worker is terminated, which closes the idle
-  ones and ends keep-alive.
+* only then, once each connection hypercorn was given has begun its first request (within
+  the requests' time, and :data:`FIRST_REQUEST_WAIT` at most), is hypercorn told that the
+  worker is terminated, which closes the idle connections and ends keep-alive.
 
-Each connection is served by hypercorn's own connection class, and the rest is hypercorn's
+Each connection is served by hypercorn's own connection class (a subclass that hears when
+its first request begins), and the rest is hypercorn's
 ``worker_serve`` step for step: the lifespan, TLS, QUIC, ``max_requests``, the statsd logger.
 This uses hypercorn's internal classes (``TCPServer``, ``UDPServer``, ``Lifespan``,
 ``WorkerContext``), whose signatures are the same from 0.17 to 0.18.
@@ -34,6 +35,7 @@ from typing import Any, cast, final
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Event, Updated
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
@@ -47,47 +49,57 @@ from hypercorn.utils import (
     wrap_app,  # pyright: ignore[reportUnknownVariableType]
 )
 
-__all__ = ["Worker"]
+__all__ = ["FIRST_REQUEST_WAIT", "Worker"]
 
 #: accept() errors that mean "too many connections for now", as in :func:`trio.serve_listeners`.
 _CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _CAPACITY_PAUSE = 0.1
 _ACCEPT_LOG = logging.getLogger("trio.serve_listeners")
 
+#: At a stop, how long at most the connections that sent bytes but no whole request yet have
+#: to begin one (an HTTP/2 client sends its preface, then its request; a TLS handshake comes
+#: first) before hypercorn counts them idle and closes them.
+FIRST_REQUEST_WAIT = 1.0
+
+#: How an HTTP/2 connection with prior knowledge begins (RFC 9113, 3.4): ``PRI * HTTP/2.0``.
+_PREFACE = b"PRI "
+
 #: What the caller says at the stop: whether the server runs again (``True``: the connections
 #: still waiting are handed back for the next run; ``False``: they are closed at once).
 Shutdown = Callable[[], Awaitable[bool]]
 
 
-@final
-class _ReadWatch:
-    """A connection's stream as hypercorn reads it, telling the worker of its first bytes.
+class _Connection(TCPServer):
+    """hypercorn's handler of one connection, telling the worker when its first request began.
 
-    They have been handled once hypercorn asks for more (or the connection ended first).
+    Until then hypercorn counts the connection idle, and once the worker is terminated it
+    closes an idle connection (HTTP/1) or refuses its new requests (HTTP/2). (A subclass of an
+    internal class: its ``protocol_send`` is what hypercorn's protocols call with
+    ``Updated(idle=False)`` when a request begins.) *preface* says the connection opened with
+    HTTP/2's preface in the clear, which hypercorn's HTTP/1 side reports as a request before it
+    hands the connection to its HTTP/2 side: that one is not counted.
     """
 
-    __slots__ = ("_reads", "_stream", "_worker")
+    def __init__(
+        self, worker: Worker, stream: trio.abc.Stream, state: ConnectionState, *, preface: bool
+    ) -> None:
+        super().__init__(worker._app, worker._config, worker._context, state, cast("Any", stream))
+        self._worker: Worker | None = worker
+        self._not_counted = int(preface)
 
-    def __init__(self, stream: trio.abc.Stream, worker: Worker) -> None:
-        self._stream = stream
-        self._worker = worker
-        self._reads = 0
-
-    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - the stream's own attributes
-        return getattr(self._stream, name)
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._reads < 2:  # noqa: PLR2004 - the second read: the first one was handled
-            self._reads += 1
-            if self._reads == 2:  # noqa: PLR2004
-                self._worker._read_first()
-        return await self._stream.receive_some(max_bytes)
+    async def protocol_send(self, event: Event) -> None:
+        await super().protocol_send(event)  # first: a request stops the idle timer here
+        if self._worker is not None and isinstance(event, Updated) and not event.idle:
+            if self._not_counted:
+                self._not_counted -= 1
+            else:
+                self.settle()
 
     def settle(self) -> None:
-        """The connection ended: if its first bytes were never handled, stop waiting for it."""
-        if self._reads < 2:  # noqa: PLR2004
-            self._reads = 2
-            self._worker._read_first()
+        """The first request began, or the connection ended: the worker waits no more."""
+        if self._worker is not None:
+            self._worker._began()
+            self._worker = None
 
 
 @final
@@ -102,7 +114,7 @@ class Worker:
         "_settled",
         "_state",
         "_tls",
-        "_unread",
+        "_unstarted",
         "_waiting",
         "left",
     )
@@ -119,8 +131,8 @@ class Worker:
         self._tls = config.create_ssl_context() if config.ssl_enabled else None
         #: Connections accepted that have nothing to read yet, with the scope of their wait.
         self._waiting: dict[trio.SocketStream, trio.CancelScope] = {}
-        #: Connections given to hypercorn whose first bytes it has not handled yet.
-        self._unread = 0
+        #: Connections given to hypercorn whose first request has not begun yet.
+        self._unstarted = 0
         self._settled: trio.Event | None = None
         #: Whether the waiting connections are handed back at the stop (else closed).
         self._keeping: bool | None = None
@@ -241,16 +253,23 @@ class Worker:
             self._left_or_closed(stream)
             return
         # Given to hypercorn in the step that ends the wait: the stop sees one or the other.
-        self._unread += 1
-        served: trio.abc.Stream = stream
-        if tls is not None:
-            served = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
-        watched = _ReadWatch(served, self)
-        state = ConnectionState(self._state.copy())
+        self._unstarted += 1
+        connection: _Connection | None = None
         try:
-            await TCPServer(self._app, self._config, self._context, state, cast("Any", watched))
+            served: trio.abc.Stream = stream
+            preface = False
+            if tls is None:
+                preface = await stream.socket.recv(len(_PREFACE), socket.MSG_PEEK) == _PREFACE
+            else:
+                served = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
+            state = ConnectionState(self._state.copy())
+            connection = _Connection(self, served, state, preface=preface)
+            await connection.run()
         finally:
-            watched.settle()
+            if connection is None:
+                self._began()
+            else:
+                connection.settle()
             stream.socket.close()  # hypercorn's own close is skipped when it is cancelled
 
     def _left_or_closed(self, stream: trio.SocketStream) -> None:
@@ -270,21 +289,22 @@ class Worker:
         for scope in self._waiting.values():
             scope.cancel()
 
-    def _read_first(self) -> None:
-        self._unread -= 1
+    def _began(self) -> None:
+        self._unstarted -= 1
         self._changed()
 
     def _changed(self) -> None:
-        if self._settled is not None and not self._waiting and not self._unread:
+        if self._settled is not None and not self._waiting and not self._unstarted:
             self._settled.set()
 
     async def _until_settled(self, end: float) -> None:
-        """Wait, until *end* at most, for every connection given to hypercorn to be read.
+        """Wait until no connection waits and each given to hypercorn has begun a request.
 
-        Until then a request already sent may still count idle. Nothing waits by then.
+        Until then a request already sent may still count idle. The wait ends at *end* (the
+        requests' time) or after :data:`FIRST_REQUEST_WAIT`, whichever comes first.
         """
-        if not self._waiting and not self._unread:
+        if not self._waiting and not self._unstarted:
             return
         self._settled = trio.Event()
-        with trio.move_on_at(end):
+        with trio.move_on_at(min(end, trio.current_time() + FIRST_REQUEST_WAIT)):
             await self._settled.wait()
