@@ -83,6 +83,19 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(python=_pinned(TYPECHECK_PYTHON), default=False)
+def hypercorn_floor(session: nox.Session) -> None:
+    """Run the serve_asgi tests on the oldest hypercorn the ``asgi`` extra allows.
+
+    serve_asgi serves connections with hypercorn's internal connection class (see
+    ``trio_orchestra/_hypercorn.py``): this checks that the floor still fits it.
+    """
+    _fallback_note(session, TYPECHECK_PYTHON)
+    _install(session, "tests")
+    session.install("hypercorn==0.17.0")
+    session.run("pytest", "tests/test_asgi.py", "tests/test_handoff.py", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check the code with ruff: lint rules and formatting."""
