@@ -136,6 +136,31 @@ async def test_jitter_comes_from_the_injected_random(
     assert all(3 <= gap <= 5 for gap in expected)
 
 
+async def test_the_restart_log_line_rounds_a_jittered_delay_to_hundredths(
+    autojump_clock: trio.testing.MockClock, journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``restarting in 4.33 s``, not ``4.33104 s``; the event keeps the exact delay."""
+    backoff = orchestra.Backoff(initial=4, factor=1, maximum=4, jitter=0.25)
+    flaky = Script(journal, "f", ("fail", 0), ("run", None))
+    delays: list[float] = []
+
+    def hook(event: events.Event) -> None:
+        if isinstance(event, events.Restarting):
+            delays.append(event.delay)
+
+    conductor = orchestra.Conductor(
+        {"f": orchestra.PlayerSpec(flaky, restart=ON_FAILURE, backoff=backoff)},
+        random=random.Random(7),
+        on_event=hook,
+    )
+    with caplog.at_level(logging.INFO, logger="trio_orchestra"):
+        await run_then_stop(conductor, after=50)
+    [delay] = delays
+    assert delay != round(delay, 2)  # the seed gives a delay with more digits
+    lines = [r.getMessage() for r in caplog.records if "restarting in" in r.getMessage()]
+    assert lines == [f"player conductor/f restarting in {round(delay, 2):g} s (restart 1)"]
+
+
 async def test_backoff_none_restarts_at_once(
     autojump_clock: trio.testing.MockClock, journal: Journal
 ) -> None:

@@ -2020,7 +2020,7 @@ class Conductor:
             logger.info(
                 "player %s restarting in %g s (restart %d)",
                 slot.path,
-                delay,
+                round(delay, 2),  # a jittered delay has many digits: 8.6 s, not 8.59974 s
                 restarts,
                 extra={"path": slot.path},
             )

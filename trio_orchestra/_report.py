@@ -205,7 +205,7 @@ def event_line(event: events.Event) -> str:
     if isinstance(event, events.Failed):
         what = f"failed: {describe_error(event.error)}"
     elif isinstance(event, events.Restarting):
-        what = f"restarting in {event.delay:.3g} s (restart {event.restarts})"
+        what = f"restarting in {round(event.delay, 2):g} s (restart {event.restarts})"
     elif isinstance(event, events.Stopping):
         what = f"stopping: {event.reason or 'stop requested'}"
     elif isinstance(event, events.RestartLimitExceeded):
