@@ -55,6 +55,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import textwrap
 import time
@@ -476,9 +477,7 @@ trio-orchestra demo: db and cache, then jobs (after db) and web (after both), an
                waits in backoff, or draining), /metrics (Prometheus), /tasks (where each waits)
   web app      {web}  /hang: a worker hangs (its liveness finds it);
                /block: a worker blocks the event loop (blocked_after names it)
-  reload       edit {config} (workers, hello), then kill -HUP {pid}
-  tree dump    kill -USR1 {pid}  logs the tree, each player with where it waits
-  live view    `python -m trio_orchestra top` (or `nox -s top`), in a second terminal
+{signals}  live view    `python -m trio_orchestra top` (or `nox -s top`), in a second terminal
 Ctrl-C once: {drain:g} s of draining (/readyz 503), then a graceful stop, dependents first;
 again to end the drain at once, a third time to skip the grace periods.
 """
@@ -499,7 +498,14 @@ def banner(web: str, health: str, config: Path | str, pid: int | None = None) ->
     ``SIGUSR1`` to (default: this one).
     """
     pid = os.getpid() if pid is None else pid
-    return _BANNER.format(page=_url(health), web=_url(web), config=config, drain=DRAIN, pid=pid)
+    signals = ""  # only where there are such signals (not on Windows)
+    if hasattr(signal, "SIGHUP"):
+        signals += f"  reload       edit {config} (workers, hello), then kill -HUP {pid}\n"
+    if hasattr(signal, "SIGUSR1"):
+        signals += (
+            f"  tree dump    kill -USR1 {pid}  logs the tree, each player with where it waits\n"
+        )
+    return _BANNER.format(page=_url(health), web=_url(web), signals=signals, drain=DRAIN)
 
 
 def write_config(path: Path, config: DemoConfig | None = None) -> None:
