@@ -12,8 +12,10 @@ import logging
 import math
 import re
 import socket
+import struct
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -484,6 +486,79 @@ async def test_a_missing_hypercorn_fails_the_start_saying_what_to_install(
         "player 'app/web' needs hypercorn, which is not installed;"
         " install it with pip install 'trio-orchestra[asgi]'"
     )
+
+
+async def test_a_missing_certificate_fails_the_start_and_frees_the_port(tmp_path: Path) -> None:
+    """TLS that cannot load fails the start with its own error; the bound socket is closed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.certfile = str(tmp_path / "missing.pem")
+    config.keyfile = str(tmp_path / "missing.key")
+    conductor = web(Served(serve_asgi(App(Journal()), bind=f"127.0.0.1:{port}", config=config)))
+    with trio.fail_after(10), pytest.raises(orchestra.ConductorError) as caught:
+        await conductor()
+    assert_failures(caught.value, {"app/web": FileNotFoundError})
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))  # EADDRINUSE if the player had left its socket open
+
+
+async def test_a_client_that_resets_before_sending_leaves_the_server_serving(
+    journal: Journal,
+) -> None:
+    """A connection reset before its first byte is that connection's end, not the player's."""
+    served = Served(serve_asgi(App(journal), bind="127.0.0.1:0"))
+    with trio.fail_after(10):
+        async with background(web(served)) as run, httpx.AsyncClient() as client:
+            for _ in range(3):
+                rude = socket.create_connection(("127.0.0.1", served.port))
+                rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                rude.close()  # an RST, nothing sent
+                await trio.sleep(0.05)
+            assert (await client.get(f"{served.url}/")).text == "done /"
+            assert run.conductor.status().children["web"].state is orchestra.PlayerState.RUNNING
+            await run.stop()
+
+
+async def test_a_silent_connection_is_closed_after_the_keep_alive_timeout(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """As hypercorn closes a connection idle for ``keep_alive_timeout``: one that sends nothing."""
+    config = Config()
+    config.keep_alive_timeout = 2
+    served = Served(serve_asgi(App(journal), bind="127.0.0.1:0", config=config))
+    async with background(web(served)) as run:
+        stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+        connected = trio.current_time()
+        assert await stream.receive_some(100) == b""  # closed by the server
+        assert trio.current_time() == connected + 2
+        await stream.aclose()
+        await run.stop()
+
+
+async def test_max_requests_ends_the_server_after_its_graceful_timeout(
+    autojump_clock: trio.testing.MockClock, journal: Journal
+) -> None:
+    """The request past ``max_requests`` ends the worker, as in hypercorn.
+
+    The requests in flight get the config's ``graceful_timeout``, then the player returns.
+    """
+    config = Config()
+    config.max_requests = 1
+    config.max_requests_jitter = 0
+    config.graceful_timeout = 3
+    app = App(journal, slow=10)
+    served = Served(serve_asgi(app, bind="127.0.0.1:0", config=config))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(served)
+        async with httpx.AsyncClient(timeout=30) as client:
+            assert (await client.get(f"{served.url}/")).status_code == 200
+            began = trio.current_time()
+            with pytest.raises(httpx.RemoteProtocolError):  # cut at the graceful timeout
+                await client.get(f"{served.url}/slow")
+    assert trio.current_time() == began + 3  # and the player returned then
+    assert journal.events == ["startup", "slow request begins", "shutdown"]
 
 
 async def test_a_config_of_the_wrong_type_fails_the_start() -> None:

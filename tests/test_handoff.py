@@ -425,3 +425,29 @@ async def test_a_request_begun_before_a_restart_has_the_first_request_wait_to_en
                 assert (await read_all(stream)).endswith(b"\r\n\r\nold")
         await stream.aclose()
         await run.stop()
+
+
+async def test_a_silent_connection_keeps_its_keep_alive_deadline_through_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A connection that sends nothing is closed when it would have been without the restart.
+
+    That is ``keep_alive_timeout`` after it connected, not after the restart.
+    """
+    pytest.importorskip("hypercorn")
+    from hypercorn.config import Config  # noqa: PLC0415 - hypercorn is optional
+
+    config = Config()
+    config.keep_alive_timeout = 2
+    port = _free_port()
+    player = orchestra.serve_asgi(answering(b"old"), bind=f"{HOST}:{port}", config=config)
+    conductor = orchestra.Conductor({"web": player}, name="app")
+    async with background(conductor) as run:
+        stream = await trio.open_tcp_stream(HOST, port)
+        connected = trio.current_time()
+        await trio.sleep(1)
+        await run.conductor.restart("web")  # handed over, with 1 s left
+        assert await read_all(stream) == b""
+        assert trio.current_time() == connected + 2
+        await stream.aclose()
+        await run.stop()

@@ -38,7 +38,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
 if TYPE_CHECKING:  # hypercorn is an optional extra, imported when a player starts
     import hypercorn.config
 
-    from ._hypercorn import Worker
+    from ._hypercorn import Waiting, Worker
 
 __all__ = ["serve_asgi"]
 
@@ -184,8 +184,10 @@ def serve_asgi(
       startup; its started value is the list of addresses hypercorn reports, such as
       ``["http://127.0.0.1:8000"]`` (``bind="127.0.0.1:0"`` picks a free port: read it from
       there);
-    * on a stop, stops accepting at once, so new connections are refused, closes idle
-      keep-alive connections, lets the requests in flight finish, then runs the lifespan
+    * on a stop, stops accepting at once (on a stop for good new connections are refused;
+      on a restart they wait for the next run, below), closes idle keep-alive connections
+      (once every connection has begun its request, 1 s at most: below), lets the
+      requests in flight finish, then runs the lifespan
       shutdown, all within the player's grace, which they share so that the lifespan
       shutdown always gets its turn. Of the *left* seconds from the stop to the player's
       hard cancel (``token.deadline``: its grace), the last ``min(lifespan_share, left)``
@@ -271,7 +273,7 @@ def serve_asgi(
         watched = _Watched(app)
 
         kept = cast("list[socket.socket] | None", claim(key))
-        waiting = cast("list[trio.socket.SocketType]", claim(waiting_key) or [])
+        waiting = cast("list[Waiting]", claim(f"{key} waiting") or [])
         try:
             originals = kept if kept is not None else [await _listen(bind, host, port, player)]
         except BaseException:
@@ -292,11 +294,11 @@ def serve_asgi(
             return again
 
         settings.bind = []  # we bound the socket: hypercorn binds the rest (see _listen)
-        settings.graceful_timeout = math.inf  # until the stop says how long (above)
         sockets: list[socket.socket] = []  # what the worker serves and closes: duplicates
-        worker = worker_class(watched, settings)
+        worker: Worker | None = None
         lone: BaseException | None = None
         try:
+            worker = worker_class(watched, settings)  # may fail: a bad certificate file
             sockets.extend(sock.dup() for sock in originals)
             await worker.serve(sockets, waiting, shutdown, task_status=task_status)
         except BaseExceptionGroup as group:
@@ -307,14 +309,21 @@ def serve_asgi(
                 raise
         finally:
             close_all(sockets)  # closed by the worker when it served; here in any case
-            if originals[0].fileno() != -1 and not keep(key, originals):  # for the next run
-                close_all(originals)
-            if worker.left and not keep(waiting_key, worker.left):
-                close_all(worker.left)
+            _leave(key, originals, waiting if worker is None else worker.left)
         if lone is not None:
             raise lone  # out of the except clause: its own cause and context stay as they were
 
     key = f"serve_asgi {bind}"
-    waiting_key = f"{key} waiting"  # accepted connections that had sent nothing yet
     serve_asgi.__qualname__ = f"serve_asgi({describe(app)}, {bind})"
     return serve_asgi
+
+
+def _leave(key: str, originals: list[socket.socket], waiting: list[Waiting]) -> None:
+    """Leave the socket and the connections that sent nothing to the next run, or close them.
+
+    The socket is left unless the stop closed it; both are closed if there is no next run.
+    """
+    if originals[0].fileno() != -1 and not keep(key, originals):
+        close_all(originals)
+    if waiting and not keep(f"{key} waiting", waiting):
+        close_all(waiting)
