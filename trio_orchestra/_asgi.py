@@ -187,9 +187,8 @@ def serve_asgi(
     * on a stop, stops accepting at once (on a stop for good new connections are refused;
       on a restart they wait for the next run, below), closes idle keep-alive connections
       (once every connection has begun its request, 1 s at most: below), lets the
-      requests in flight finish, then runs the lifespan
-      shutdown, all within the player's grace, which they share so that the lifespan
-      shutdown always gets its turn. Of the *left* seconds from the stop to the player's
+      requests in flight finish, then runs the lifespan shutdown, all within the player's
+      grace, which they share so that the lifespan shutdown always gets its turn. Of the *left* seconds from the stop to the player's
       hard cancel (``token.deadline``: its grace), the last ``min(lifespan_share, left)``
       are kept for the lifespan shutdown, by default ``min(left / 4, 5)``: with a 30 s grace
       the requests get 25 s, with the default grace of 5 s, 3.75 s. Requests still in flight when
