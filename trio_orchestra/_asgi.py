@@ -184,20 +184,20 @@ def serve_asgi(
       startup; its started value is the list of addresses hypercorn reports, such as
       ``["http://127.0.0.1:8000"]`` (``bind="127.0.0.1:0"`` picks a free port: read it from
       there);
-    * on a stop, stops accepting at once (on a stop for good new connections are refused;
-      on a restart they wait for the next run, below), closes idle keep-alive connections
-      (once every connection has begun its request, 1 s at most: below), lets the
-      requests in flight finish, then runs the lifespan shutdown, all within the player's
-      grace, which they share so that the lifespan shutdown always gets its turn. Of the *left* seconds from the stop to the player's
-      hard cancel (``token.deadline``: its grace), the last ``min(lifespan_share, left)``
-      are kept for the lifespan shutdown, by default ``min(left / 4, 5)``: with a 30 s grace
-      the requests get 25 s, with the default grace of 5 s, 3.75 s. Requests still in flight when
-      their part runs out are cancelled (their connections closed, without a response) and
-      the lifespan shutdown runs at once; requests that end sooner leave it more time. An app
-      that does not speak the lifespan protocol has nothing kept for it. The hard phase, at
-      the deadline, cancels what is left, a lifespan shutdown that overran too. A stop with
-      no soft phase (a forced stop, a cancelled conductor, or a plain nursery cancelled)
-      cancels everything at once: then the lifespan shutdown does not run;
+    * on a stop, stops accepting at once (on a stop for good new connections are refused; on a
+      restart they wait for the next run, below), closes idle keep-alive connections (once every
+      connection has begun its request, 1 s at most: below), lets the requests in flight finish,
+      then runs the lifespan shutdown, all within the player's grace, which they share so that the
+      lifespan shutdown always gets its turn. Of the *left* seconds from the stop to the player's
+      hard cancel (``token.deadline``: its grace), the last ``min(lifespan_share, left)`` are kept
+      for the lifespan shutdown, by default ``min(left / 4, 5)``: with a 30 s grace the requests get
+      25 s, with the default grace of 5 s, 3.75 s. Requests still in flight when their part runs out
+      are cancelled (their connections closed, without a response) and the lifespan shutdown runs at
+      once; requests that end sooner leave it more time. An app that does not speak the lifespan
+      protocol has nothing kept for it. The hard phase, at the deadline, cancels what is left, a
+      lifespan shutdown that overran too. A stop with no soft phase (a forced stop, a cancelled
+      conductor, or a plain nursery cancelled) cancels everything at once: then the lifespan
+      shutdown does not run;
     * fails to start, with an error naming the player and before it is started (so its
       conductor's rollback applies), when hypercorn is not installed
       (:class:`ModuleNotFoundError`), *config* is not a hypercorn ``Config``
