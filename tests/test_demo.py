@@ -135,17 +135,17 @@ def test_the_banner_points_to_the_health_page_the_tools_the_reload_and_the_live_
     assert "Ctrl-C once: 2 s of draining (/readyz 503)" in text
     assert "db and cache, then jobs (after db) and web (after both)" in text
     assert len(text.splitlines()) <= 10
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "PORT/ (port 0" in banner("127.0.0.1:0", "[::1]:0", "c.json")
 
 
 def test_the_banner_offers_no_signal_the_platform_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
     """On Windows there is no SIGHUP nor SIGUSR1: no reload or tree dump line then."""
-    monkeypatch.delattr(signal, "SIGHUP", raising=False)
-    monkeypatch.delattr(signal, "SIGUSR1", raising=False)
+    monkeypatch.setattr(_demo, "RELOAD_SIGNAL", None)
+    monkeypatch.setattr(_demo, "DUMP_SIGNAL", None)
     text = banner("127.0.0.1:8000", "127.0.0.1:8080", "conf/demo.json", pid=4242)
     assert "kill" not in text
     assert "live view" in text
-    assert max(len(line) for line in text.splitlines()) <= 100
-    assert "PORT/ (port 0" in banner("127.0.0.1:0", "[::1]:0", "c.json")
 
 
 # -- the configuration and the reload (s. 12) --------------------------------------------------

@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import textwrap
 import time
@@ -72,6 +71,8 @@ from ._conductor import Conductor
 from ._every import every
 from ._liveness import heartbeat
 from ._process import run_process
+from ._reload import RELOAD_SIGNAL
+from ._runner import DUMP_SIGNAL
 from ._spec import PlayerSpec
 from ._stop import current_stop
 from ._supervision import Backoff, Restart
@@ -498,10 +499,10 @@ def banner(web: str, health: str, config: Path | str, pid: int | None = None) ->
     ``SIGUSR1`` to (default: this one).
     """
     pid = os.getpid() if pid is None else pid
-    signals = ""  # only where there are such signals (not on Windows)
-    if hasattr(signal, "SIGHUP"):
+    signals = ""  # only where the runner listens to such signals (not on Windows)
+    if RELOAD_SIGNAL is not None:
         signals += f"  reload       edit {config} (workers, hello), then kill -HUP {pid}\n"
-    if hasattr(signal, "SIGUSR1"):
+    if DUMP_SIGNAL is not None:
         signals += (
             f"  tree dump    kill -USR1 {pid}  logs the tree, each player with where it waits\n"
         )

@@ -55,7 +55,7 @@ EXIT_STUCK = 70
 
 _DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: The signal that logs the tree, where the platform has it.
-_DUMP_SIGNAL: int | None = getattr(signal, "SIGUSR1", None)
+DUMP_SIGNAL: int | None = getattr(signal, "SIGUSR1", None)
 #: How long the runner waits, after the tree returned, for systemd's last notifications.
 _NOTIFY_CLOSE_SECONDS = 1.0
 
@@ -113,7 +113,7 @@ class Watching:
     """What the runner watches from outside the loop: a blocked loop, and the dump signal."""
 
     blocked_after: float | None = None
-    dump_signal: int | None = _DUMP_SIGNAL
+    dump_signal: int | None = DUMP_SIGNAL
 
     @classmethod
     def checked(
@@ -397,7 +397,7 @@ async def play_until_signal(  # noqa: PLR0913 - keyword-only options, each docum
     stop_within: float | None = None,
     drain: float | None = None,
     blocked_after: float | None = None,
-    dump_signal: int | None = _DUMP_SIGNAL,
+    dump_signal: int | None = DUMP_SIGNAL,
     registry: prometheus_client.CollectorRegistry | None = None,
     reload: bool = False,
 ) -> None:
@@ -531,7 +531,7 @@ def run(  # noqa: PLR0913 - keyword-only options, each documented
     stop_within: float | None = None,
     drain: float | None = None,
     blocked_after: float | None = None,
-    dump_signal: int | None = _DUMP_SIGNAL,
+    dump_signal: int | None = DUMP_SIGNAL,
     registry: prometheus_client.CollectorRegistry | None = None,
     reload: bool = False,
 ) -> NoReturn:
