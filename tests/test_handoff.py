@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, cast
 
 import httpx
@@ -13,7 +14,7 @@ import trio
 import trio.testing
 
 import trio_orchestra as orchestra
-from trio_orchestra.testing import background
+from trio_orchestra.testing import BackgroundRun, background
 
 HOST = "127.0.0.1"
 #: A bound on every loop here: the tests run on real time.
@@ -260,9 +261,14 @@ async def read_all(stream: trio.SocketStream) -> bytes:
     return answer
 
 
-def asgi_web(app: Callable[..., Awaitable[None]], port: int) -> orchestra.PlayerSpec:
-    """The player ``web``: *app* served on *port*."""
-    return orchestra.PlayerSpec(orchestra.serve_asgi(app, bind=f"{HOST}:{port}"), grace=5)
+def asgi_web(
+    app: Callable[..., Awaitable[None]],
+    port: int,
+    config: Any = None,  # noqa: ANN401 - optional
+) -> orchestra.PlayerSpec:
+    """The player ``web``: *app* served on *port*, with a hypercorn *config* if given."""
+    player = orchestra.serve_asgi(app, bind=f"{HOST}:{port}", config=config)
+    return orchestra.PlayerSpec(player, grace=5)
 
 
 def answering(text: bytes) -> Callable[..., Awaitable[None]]:
@@ -279,14 +285,25 @@ def answering(text: bytes) -> Callable[..., Awaitable[None]]:
     return app
 
 
+@contextlib.asynccontextmanager
+async def old_web(config: Any = None) -> AsyncGenerator[tuple[BackgroundRun, int]]:  # noqa: ANN401
+    """Run ``app`` with its player ``web`` answering ``old`` on a free port; stop it at the end.
+
+    Yields the run and the port. Skips the test without hypercorn.
+    """
+    pytest.importorskip("hypercorn")
+    port = _free_port()
+    conductor = orchestra.Conductor({"web": asgi_web(answering(b"old"), port, config)}, name="app")
+    async with background(conductor) as run:
+        yield run, port
+        await run.stop()
+
+
 async def test_a_connection_that_sent_nothing_before_a_restart_is_served_by_the_next_run(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Accepted by the old run with nothing to read: handed over, answered by the new app."""
-    pytest.importorskip("hypercorn")
-    port = _free_port()
-    conductor = orchestra.Conductor({"web": asgi_web(answering(b"old"), port)}, name="app")
-    async with background(conductor) as run:
+    async with old_web() as (run, port):
         stream = await trio.open_tcp_stream(HOST, port)
         await trio.testing.wait_all_tasks_blocked()  # accepted, waiting for its first bytes
         await run.conductor.update({"web": asgi_web(answering(b"new"), port)})
@@ -295,7 +312,6 @@ async def test_a_connection_that_sent_nothing_before_a_restart_is_served_by_the_
         assert answer.startswith(b"HTTP/1.1 200")
         assert answer.endswith(b"\r\n\r\nnew")
         await stream.aclose()
-        await run.stop()
 
 
 async def test_a_stop_for_good_closes_a_connection_that_sent_nothing_at_once(
@@ -321,10 +337,7 @@ async def test_a_stop_for_good_closes_a_connection_that_sent_nothing_at_once(
 @pytest.mark.parametrize("steps", [0, 1, 2, 3, 5, 8])
 async def test_a_request_sent_an_instant_before_a_restart_is_answered(steps: int) -> None:
     """However the request's bytes and the stop meet, old run or new one answers it."""
-    pytest.importorskip("hypercorn")
-    port = _free_port()
-    conductor = orchestra.Conductor({"web": asgi_web(answering(b"old"), port)}, name="app")
-    async with background(conductor) as run:
+    async with old_web() as (run, port):
         for _ in range(5):
             stream = await trio.open_tcp_stream(HOST, port)
             await stream.send_all(GET)
@@ -335,7 +348,6 @@ async def test_a_request_sent_an_instant_before_a_restart_is_answered(steps: int
                 answer = await read_all(stream)
             assert answer.startswith(b"HTTP/1.1 200"), answer
             await stream.aclose()
-        await run.stop()
 
 
 def _free_port() -> int:
@@ -380,10 +392,7 @@ async def test_an_http2_request_after_its_preface_is_answered_through_a_restart(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """The preface came before the stop, the request after: the old run waits for it."""
-    pytest.importorskip("hypercorn")
-    port = _free_port()
-    conductor = orchestra.Conductor({"web": asgi_web(answering(b"old"), port)}, name="app")
-    async with background(conductor) as run:
+    async with old_web() as (run, port):
         stream = await trio.open_tcp_stream(HOST, port)
         client = h2_client()
         await stream.send_all(client.data_to_send())
@@ -393,7 +402,6 @@ async def test_an_http2_request_after_its_preface_is_answered_through_a_restart(
             await trio.testing.wait_all_tasks_blocked()  # the stop waits for a first request
             assert await h2_get(stream, client) == ("200", b"old")
         await stream.aclose()
-        await run.stop()
 
 
 @pytest.mark.parametrize("completed_after", [0.5, None])
@@ -407,9 +415,7 @@ async def test_a_request_begun_before_a_restart_has_the_first_request_wait_to_en
     pytest.importorskip("hypercorn")
     from trio_orchestra._hypercorn import FIRST_REQUEST_WAIT  # noqa: PLC0415 - on hypercorn
 
-    port = _free_port()
-    conductor = orchestra.Conductor({"web": asgi_web(answering(b"old"), port)}, name="app")
-    async with background(conductor) as run:
+    async with old_web() as (run, port):
         stream = await trio.open_tcp_stream(HOST, port)
         await stream.send_all(GET[:10])
         await trio.testing.wait_all_tasks_blocked()  # hypercorn has read it: no request yet
@@ -424,7 +430,6 @@ async def test_a_request_begun_before_a_restart_has_the_first_request_wait_to_en
                 await stream.send_all(GET[10:])
                 assert (await read_all(stream)).endswith(b"\r\n\r\nold")
         await stream.aclose()
-        await run.stop()
 
 
 async def test_a_silent_connection_keeps_its_keep_alive_deadline_through_a_restart(
@@ -439,10 +444,7 @@ async def test_a_silent_connection_keeps_its_keep_alive_deadline_through_a_resta
 
     config = Config()
     config.keep_alive_timeout = 2
-    port = _free_port()
-    player = orchestra.serve_asgi(answering(b"old"), bind=f"{HOST}:{port}", config=config)
-    conductor = orchestra.Conductor({"web": player}, name="app")
-    async with background(conductor) as run:
+    async with old_web(config) as (run, port):
         stream = await trio.open_tcp_stream(HOST, port)
         connected = trio.current_time()
         await trio.sleep(1)
@@ -450,4 +452,3 @@ async def test_a_silent_connection_keeps_its_keep_alive_deadline_through_a_resta
         assert await read_all(stream) == b""
         assert trio.current_time() == connected + 2
         await stream.aclose()
-        await run.stop()
